@@ -1,0 +1,58 @@
+package lease
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// EtcdConfig says how to reach etcd, with etcdctl's meaning for each field.
+type EtcdConfig struct {
+	Endpoints   []string      // e.g. http://127.0.0.1:2379; used as given, never synced from the member list
+	CACert      string        // like etcdctl --cacert
+	Cert        string        // like etcdctl --cert
+	Key         string        // like etcdctl --key
+	Username    string        // like etcdctl --user
+	Password    string        // read from the config's password_file by the caller
+	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
+}
+
+// Dial returns an etcd client. It does not wait for a connection: the first
+// call, under its own deadline, does. Two choices matter for safety:
+//   - no endpoint sync (AutoSyncInterval 0): a host must talk to etcd only
+//     through the endpoints it was given (a proxy, a firewall rule);
+//   - a silent logger: the hook's stderr is what virsh shows an operator,
+//     and the client's JSON logs would bury our one line.
+func Dial(c EtcdConfig) (*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.DialTimeout,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Username:             c.Username,
+		Password:             c.Password,
+		Logger:               zap.NewNop(),
+	}
+	switch {
+	case c.CACert != "" || c.Cert != "":
+		tlsInfo := transport.TLSInfo{TrustedCAFile: c.CACert, CertFile: c.Cert, KeyFile: c.Key}
+		tc, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
+		}
+		cfg.TLS = tc
+	case slices.ContainsFunc(c.Endpoints, func(e string) bool { return strings.HasPrefix(e, "https://") }):
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots, as etcdctl does
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
+	}
+	return cli, nil
+}

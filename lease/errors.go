@@ -1,0 +1,43 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrUnavailable means etcd did not answer in time; nothing was decided.
+	ErrUnavailable = errors.New("lease: etcd unavailable")
+	// ErrNoSession means this host's session is not live in etcd: its
+	// hosts/HOST key is gone or names another lease.
+	ErrNoSession = errors.New("lease: this host has no live session in etcd")
+	// ErrHostTaken means another live session already registered this host name.
+	ErrHostTaken = errors.New("lease: host name already registered by another live session")
+	// ErrConflict means the keys kept changing under a claim or release
+	// through every retry.
+	ErrConflict = errors.New("lease: keys kept changing, gave up")
+)
+
+// HeldError refuses a claim: Key is held by another domain or host.
+// Its message is the sentence an operator reads in `virsh start`'s error.
+type HeldError struct {
+	Key  string // the etcd key in conflict
+	Disk string // the disk ID when Key is a disk key, "" for the domain key
+	Want string // name of the domain that was refused
+	Held Record // who holds Key
+	Why  string // set when the holder is not a live claim (e.g. an unfenced host); replaces the usual sentence
+}
+
+func (e *HeldError) Error() string {
+	since := e.Held.Since.UTC().Format(time.RFC3339)
+	if e.Why != "" {
+		return fmt.Sprintf("%s; refusing to start %s here", e.Why, e.Want)
+	}
+	if e.Disk == "" {
+		return fmt.Sprintf("domain %s (%s) is running on host %s since %s; refusing to start it here",
+			e.Held.Name, e.Held.UUID, e.Held.Host, since)
+	}
+	return fmt.Sprintf("disk %s is in use by domain %s (%s) on host %s since %s; refusing to start %s here",
+		e.Disk, e.Held.Name, e.Held.UUID, e.Held.Host, since, e.Want)
+}

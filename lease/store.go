@@ -1,0 +1,388 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// retries bounds the optimistic read-decide-write loops. A conflict means
+// another host wrote one of our keys between our read and our Txn; a few
+// rounds settle any real race, and the caller's deadline bounds the rest.
+const retries = 8
+
+// Store is the lease protocol over one etcd client. It is the only code in
+// virtlease that reads or writes etcd keys. Every method takes a context: the
+// etcd client does not bound calls on its own (dial_timeout does not bound
+// connection set-up), so callers must always pass a deadline.
+type Store struct {
+	cli  *clientv3.Client
+	keys Keys
+	now  func() time.Time
+}
+
+// NewStore returns a Store for the keys under prefix ("" means DefaultPrefix).
+func NewStore(cli *clientv3.Client, prefix string) *Store {
+	return &Store{cli: cli, keys: NewKeys(prefix), now: time.Now}
+}
+
+// Keys returns the key layout the store uses.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Claim is everything one domain start takes: its domain key and one key
+// per writable disk.
+type Claim struct {
+	UUID  string
+	Name  string
+	Disks []string // disk IDs, unescaped
+	// Intent, when not nil, is written to PREFIX/intents/UUID in the same
+	// Txn as the keys (HA domains: want running).
+	Intent *Intent
+	// Start marks a new start (prepare), as opposed to adopting a running
+	// guest: a draining host refuses new starts only.
+	Start bool
+}
+
+// ClaimResult says what a successful Claim did.
+type ClaimResult struct {
+	Written  int // keys written by this claim (0: all were mine already)
+	Revision int64
+}
+
+// Claim takes the domain key and every disk key of c for h, all or nothing.
+//
+// Outcomes:
+//   - nil: every key now names h (idempotent: keys already mine are left as they are);
+//   - *HeldError: a key is held by another host or another domain; nothing was written;
+//   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
+//   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
+//   - ErrConflict: the keys kept changing through every retry.
+//
+// It is optimistic: one Txn reads every key at one revision, then one Txn
+// writes the keys that are not yet mine, if none of them changed
+// (ModRevision as read, 0 when absent) and h's hosts key still carries h's
+// lease. The write's Else branch reads the keys again, so a lost race costs
+// no extra round trip.
+func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
+	keys := s.claimKeys(c.UUID, c.Disks)
+	reads := s.claimReads(h, keys)
+	resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return ClaimResult{}, s.wrap(err, "reading the claim of domain "+c.Name)
+	}
+	for range retries {
+		state, err := s.readClaimState(h, keys, resp.Responses)
+		if err != nil {
+			return ClaimResult{}, err
+		}
+		if err := state.check(s.keys, h, c); err != nil {
+			return ClaimResult{}, err
+		}
+		var cmps []clientv3.Cmp
+		var puts []clientv3.Op
+		since := s.now().UTC().Truncate(time.Second)
+		for i, k := range keys {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", state.modRev[i]))
+			if state.recs[i] != nil {
+				continue // mine already (check refused anything else)
+			}
+			rec := Record{Host: h.Host, UUID: c.UUID, Name: c.Name, Lease: h.Lease, Since: since}
+			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)))
+		if c.Intent != nil {
+			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(c.Intent)))
+		}
+		if len(puts) == 0 {
+			return ClaimResult{Revision: resp.Header.Revision}, nil
+		}
+		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
+		if err != nil {
+			return ClaimResult{}, s.wrap(err, "claiming domain "+c.Name)
+		}
+		if resp.Succeeded {
+			n := len(puts)
+			if c.Intent != nil {
+				n--
+			}
+			return ClaimResult{Written: n, Revision: resp.Header.Revision}, nil
+		}
+		// Else ran the reads: decide again from what is there now.
+		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
+	}
+	return ClaimResult{}, fmt.Errorf("claiming domain %s: %w", c.Name, ErrConflict)
+}
+
+type claimKey struct {
+	key  string
+	disk string // "" for the domain key
+}
+
+func (s *Store) claimKeys(uuid string, disks []string) []claimKey {
+	keys := []claimKey{{key: s.keys.Domain(uuid)}}
+	seen := map[string]bool{}
+	for _, d := range disks {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		keys = append(keys, claimKey{key: s.keys.Disk(d), disk: d})
+	}
+	return keys
+}
+
+// claimReads reads, in this order: every claim key, h's hosts key, h's
+// drain key and every unfenced record.
+func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
+	ops := make([]clientv3.Op, 0, len(keys)+3)
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpGet(k.key))
+	}
+	return append(ops,
+		clientv3.OpGet(s.keys.Host(h.Host)),
+		clientv3.OpGet(s.keys.Drain(h.Host)),
+		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()))
+}
+
+type claimState struct {
+	keys     []claimKey
+	modRev   []int64
+	recs     []*Record // nil when absent
+	host     *mvccpb.KeyValue
+	drain    *Drain
+	unfenced map[string]Unfenced // by host
+}
+
+func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.ResponseOp) (claimState, error) {
+	st := claimState{keys: keys, modRev: make([]int64, len(keys)), recs: make([]*Record, len(keys)), unfenced: map[string]Unfenced{}}
+	if len(rs) != len(keys)+3 {
+		return st, fmt.Errorf("lease: etcd answered %d reads, asked %d", len(rs), len(keys)+3)
+	}
+	for i, k := range keys {
+		kvs := rs[i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		rec, err := decode[Record](k.key, kvs[0].Value)
+		if err != nil {
+			return st, err
+		}
+		st.modRev[i] = kvs[0].ModRevision
+		st.recs[i] = &rec
+	}
+	if kvs := rs[len(keys)].GetResponseRange().Kvs; len(kvs) > 0 {
+		st.host = kvs[0]
+	}
+	if kvs := rs[len(keys)+1].GetResponseRange().Kvs; len(kvs) > 0 {
+		d, err := decode[Drain](string(kvs[0].Key), kvs[0].Value)
+		if err != nil {
+			return st, err
+		}
+		st.drain = &d
+	}
+	for _, kv := range rs[len(keys)+2].GetResponseRange().Kvs {
+		u, err := decode[Unfenced](string(kv.Key), kv.Value)
+		if err != nil {
+			return st, err
+		}
+		st.unfenced[s.keys.Name(string(kv.Key))] = u
+	}
+	return st, nil
+}
+
+// check refuses the claim unless every key is absent or mine and h may start
+// guests. On success it leaves in st.recs only the records that are mine.
+func (st *claimState) check(keys Keys, h Holder, c Claim) error {
+	if st.host == nil || ID(st.host.Lease) != h.Lease {
+		return fmt.Errorf("%w: %s is missing or on another lease", ErrNoSession, keys.Host(h.Host))
+	}
+	if c.Start && st.drain != nil {
+		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
+			Why: fmt.Sprintf("host %s is draining since %s (virtlease undrain ends it)", h.Host, st.drain.Since.UTC().Format(time.RFC3339))}
+	}
+	for i, k := range st.keys {
+		rec := st.recs[i]
+		if rec == nil {
+			continue
+		}
+		if !rec.heldBy(h, c.UUID) {
+			return &HeldError{Key: k.key, Disk: k.disk, Want: c.Name, Held: *rec}
+		}
+	}
+	for host, u := range st.unfenced {
+		if host == h.Host {
+			continue // our own record: the returning watchdog re-claims these
+		}
+		for _, g := range u.Guests {
+			if g.UUID == c.UUID {
+				return &HeldError{Key: keys.Unfenced(host), Want: c.Name,
+					Why: fmt.Sprintf("domain %s (%s) may still run on host %s, whose watchdog stopped at %s without fencing it (virtlease release --force clears this once the host is known to be down)",
+						g.Name, g.UUID, host, u.Since.UTC().Format(time.RFC3339))}
+			}
+			for _, d := range g.Disks {
+				if slices.Contains(c.Disks, d) {
+					return &HeldError{Key: keys.Unfenced(host), Want: c.Name,
+						Why: fmt.Sprintf("disk %s may still be in use by domain %s on host %s, whose watchdog stopped at %s without fencing it",
+							d, g.Name, host, u.Since.UTC().Format(time.RFC3339))}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Release deletes the domain key and the disk keys of uuid that are mine:
+// naming h's host, h's lease and this uuid. Keys held by anyone else, or by
+// another domain of this host (a copied XML refused here), are left alone.
+// It returns how many keys it deleted.
+//
+// intent, when not nil, is written to PREFIX/intents/UUID in the same Txn,
+// and only if at least the domain key was mine (a clean stop of an HA guest).
+func (s *Store) Release(ctx context.Context, h Holder, uuid string, disks []string, intent *Intent) (int, error) {
+	keys := s.claimKeys(uuid, disks)
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpGet(k.key)
+	}
+	for range retries {
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return 0, s.wrap(err, "reading keys of domain "+uuid)
+		}
+		var cmps []clientv3.Cmp
+		var dels []clientv3.Op
+		domainMine := false
+		for i, k := range keys {
+			kvs := resp.Responses[i].GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				continue
+			}
+			rec, err := decode[Record](k.key, kvs[0].Value)
+			if err != nil || !rec.heldBy(h, uuid) || ID(kvs[0].Lease) != h.Lease {
+				continue
+			}
+			domainMine = domainMine || i == 0
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", kvs[0].ModRevision))
+			dels = append(dels, clientv3.OpDelete(k.key))
+		}
+		if len(dels) == 0 {
+			return 0, nil
+		}
+		if intent != nil && domainMine {
+			dels = append(dels, clientv3.OpPut(s.keys.Intent(uuid), encode(intent)))
+		}
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(dels...).Commit()
+		if err != nil {
+			return 0, s.wrap(err, "releasing domain "+uuid)
+		}
+		if tr.Succeeded {
+			return len(cmps), nil
+		}
+	}
+	return 0, fmt.Errorf("releasing domain %s: %w", uuid, ErrConflict)
+}
+
+// Holding reads the domain key of uuid; nil when nobody holds it.
+func (s *Store) Holding(ctx context.Context, uuid string) (*Record, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Domain(uuid))
+	if err != nil {
+		return nil, s.wrap(err, "reading domain "+uuid)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	rec, err := decode[Record](string(resp.Kvs[0].Key), resp.Kvs[0].Value)
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// Grant creates a new session lease of ttl (whole seconds) and returns it
+// with the TTL etcd granted.
+func (s *Store) Grant(ctx context.Context, ttl time.Duration) (ID, time.Duration, error) {
+	resp, err := s.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return 0, 0, s.wrap(err, "granting a session lease")
+	}
+	return ID(resp.ID), time.Duration(resp.TTL) * time.Second, nil
+}
+
+// Renew renews id once and returns the TTL etcd restarted it with.
+// ErrNoSession (wrapped) means the lease no longer exists.
+func (s *Store) Renew(ctx context.Context, id ID) (time.Duration, error) {
+	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return 0, fmt.Errorf("%w: lease %s expired or was revoked", ErrNoSession, id)
+		}
+		return 0, s.wrap(err, "renewing session lease "+id.String())
+	}
+	if resp.TTL <= 0 {
+		return 0, fmt.Errorf("%w: lease %s expired", ErrNoSession, id)
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
+}
+
+// Revoke ends the session id: etcd deletes every key attached to it.
+func (s *Store) Revoke(ctx context.Context, id ID) error {
+	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return s.wrap(err, "revoking session lease "+id.String())
+	}
+	return nil
+}
+
+// Register writes PREFIX/hosts/HOST on rec's lease, unless another live
+// session holds the host name (ErrHostTaken, wrapped with who has it).
+func (s *Store) Register(ctx context.Context, rec HostRecord) error {
+	key := s.keys.Host(rec.Host)
+	for range retries {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return s.wrap(err, "reading "+key)
+		}
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(resp.Kvs) > 0 {
+			kv := resp.Kvs[0]
+			if ID(kv.Lease) != rec.Lease {
+				other, _ := decode[HostRecord](key, kv.Value)
+				return fmt.Errorf("%w: %s is held by lease %s (pid %d, started %s): is a second machine using the host name %q?",
+					ErrHostTaken, key, ID(kv.Lease), other.PID, other.Started.UTC().Format(time.RFC3339), rec.Host)
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		}
+		tr, err := s.cli.Txn(ctx).If(cmp).
+			Then(clientv3.OpPut(key, encode(rec), clientv3.WithLease(clientv3.LeaseID(rec.Lease)))).Commit()
+		if err != nil {
+			return s.wrap(err, "registering "+key)
+		}
+		if tr.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("registering %s: %w", key, ErrConflict)
+}
+
+// wrap turns etcd client errors into operator sentences; a deadline or an
+// unreachable cluster becomes ErrUnavailable.
+func (s *Store) wrap(err error, doing string) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w (no answer from %s before the deadline)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","))
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return fmt.Errorf("%s: %w (%s: %v)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), rpctypes.ErrorDesc(err))
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
