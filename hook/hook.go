@@ -1,0 +1,302 @@
+// Package hook is virtlease's libvirt QEMU hook: libvirt runs it as
+// /etc/libvirt/hooks/qemu NAME OP SUBOP EXTRA with the domain XML on stdin,
+// and waits for it. It claims the domain and its writable disks in etcd on
+// prepare, refuses the start when another host holds them, and releases what
+// is this host's when the guest stops.
+//
+// Contract with libvirt, per operation (see Run):
+//   - prepare begin fails closed: anything uncertain (no live session, etcd
+//     unreachable, bad XML, bad config) refuses the start;
+//   - reconnect begin fails open: only a key held by another host fails it
+//     (libvirt then kills the guest, which is right); anything else exits 0,
+//     because failing there kills healthy guests and fencing is the
+//     watchdog's job;
+//   - stopped/release end never fail: the QEMU is gone already.
+//
+// The hook never writes to stdout (libvirt reads stdout as a new XML for
+// migrate and restore), never calls back into libvirt (libvirtd is waiting
+// for us: a deadlock), and never outlives its deadline.
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// Exit codes, for libvirt and scripts.
+const (
+	ExitOK          = 0
+	ExitRefused     = 1 // another host holds it, or this host cannot vouch for itself
+	ExitUsage       = 2 // bad arguments, XML or config
+	ExitUnavailable = 3 // etcd did not answer in time
+)
+
+// Error is a hook failure with the exit code it maps to.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Code returns the exit code for err: 0 for nil, the code of an *Error, and
+// by kind otherwise.
+func Code(err error) int {
+	var he *Error
+	var held *lease.HeldError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &he):
+		return he.Code
+	case errors.As(err, &held), errors.Is(err, lease.ErrNoLiveSession), errors.Is(err, lease.ErrNoSession):
+		return ExitRefused
+	case errors.Is(err, lease.ErrUnavailable):
+		return ExitUnavailable
+	}
+	return ExitRefused
+}
+
+// Claims is what the hook needs of the lease store.
+type Claims interface {
+	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
+	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
+	Holding(ctx context.Context, uuid string) (*lease.Record, error)
+}
+
+// Config is the part of virtlease's configuration the hook uses.
+type Config struct {
+	Host string
+	// Margin is the watchdog's fence margin: the hook refuses a start
+	// once the session is within Margin of its deadline, because the
+	// watchdog may be fencing by then.
+	Margin time.Duration
+	// StateDir holds the session file and the per-domain markers
+	// (default /run/virtlease: a tmpfs, so nothing survives a reboot).
+	StateDir string
+}
+
+// Hook runs one libvirt hook call. The zero value is not usable: set every
+// field.
+type Hook struct {
+	Config Config
+	// Connect dials etcd; it is called only by operations that need etcd,
+	// so the calls that answer from local state never wait on it.
+	Connect func(ctx context.Context) (Claims, error)
+	// BootNow and BootID read the boot clock and boot ID (lease.BootNow
+	// and lease.BootID in production).
+	BootNow func() time.Duration
+	BootID  func() (string, error)
+}
+
+// maxXML bounds what we read from libvirt; real domain XMLs are a few KiB.
+const maxXML = 16 << 20
+
+// Run handles one call. ctx carries the hook's overall deadline. The
+// returned error's message is the one line virsh shows; Code gives the exit
+// status.
+func (h *Hook) Run(ctx context.Context, args []string, stdin io.Reader) error {
+	call, err := ParseArgs(args)
+	if err != nil {
+		return &Error{Code: ExitUsage, Err: err}
+	}
+	switch {
+	case call.Op == "prepare" && call.SubOp == "begin":
+		return h.prepare(ctx, stdin)
+	case call.Op == "started" && call.SubOp == "begin":
+		return h.started(stdin)
+	case (call.Op == "stopped" || call.Op == "release") && call.SubOp == "end":
+		return h.release(ctx, call, stdin)
+	case call.Op == "reconnect" && call.SubOp == "begin":
+		return h.reconnect(ctx, stdin)
+	case call.Op == "migrate" && call.SubOp == "begin":
+		// Until the migration hand-off exists, an incoming live migration
+		// would run the guest here with no claim: refuse it cleanly.
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("live migration of %s is refused: this virtlease does not support migration hand-off yet", call.Name)}
+	}
+	return nil // restore, attach, … need nothing from us
+}
+
+func readDomain(stdin io.Reader) (Domain, error) {
+	b, err := io.ReadAll(io.LimitReader(stdin, maxXML+1))
+	if err != nil {
+		return Domain{}, fmt.Errorf("reading the domain XML from stdin: %w", err)
+	}
+	if len(b) > maxXML {
+		return Domain{}, fmt.Errorf("domain XML on stdin is larger than %d MiB", maxXML>>20)
+	}
+	return ParseDomain(b)
+}
+
+// session reads the session file and checks that this host may start
+// guests now.
+func (h *Hook) session() (lease.Session, error) {
+	s, err := lease.ReadSession(filepath.Join(h.Config.StateDir, "session"))
+	if err != nil {
+		return s, err
+	}
+	boot, err := h.BootID()
+	if err != nil {
+		return s, err
+	}
+	if err := s.Live(h.BootNow(), boot, h.Config.Margin); err != nil {
+		return s, err
+	}
+	if s.Host != h.Config.Host {
+		return s, fmt.Errorf("%w (the session file names host %q, the config %q)", lease.ErrNoLiveSession, s.Host, h.Config.Host)
+	}
+	return s, nil
+}
+
+func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
+	dom, err := readDomain(stdin)
+	if err != nil {
+		return &Error{Code: ExitUsage, Err: err}
+	}
+	if dom.Mode == ModeOff {
+		return h.checkUnprotected(ctx, dom)
+	}
+	refused := h.marker("refused", dom.UUID)
+	s, err := h.session()
+	if err != nil {
+		writeMarker(refused, err.Error())
+		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		writeMarker(refused, err.Error())
+		return &Error{Code: ExitUsage, Err: err}
+	}
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	if dom.Mode == ModeHA {
+		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second)}
+	}
+	if _, err := claims.Claim(ctx, s.Holder(), c); err != nil {
+		// Record that nothing is ours, so that the stopped/release calls
+		// libvirt makes next answer at once, even with etcd down.
+		writeMarker(refused, err.Error())
+		if errors.Is(err, lease.ErrUnavailable) {
+			return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", dom.Name, err)
+		}
+		return err
+	}
+	os.Remove(refused)
+	return nil
+}
+
+// checkUnprotected lets an opted-out domain start unless another host holds
+// a live claim on it. With etcd unreachable it starts anyway: the operator
+// opted this domain out of protection.
+func (h *Hook) checkUnprotected(ctx context.Context, dom Domain) error {
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return nil
+	}
+	rec, err := claims.Holding(ctx, dom.UUID)
+	if err != nil || rec == nil || rec.Host == h.Config.Host {
+		return nil
+	}
+	return &lease.HeldError{Key: "domains/" + dom.UUID, Want: dom.Name, Held: *rec}
+}
+
+func (h *Hook) started(stdin io.Reader) error {
+	dom, err := readDomain(stdin)
+	if err != nil || dom.Mode == ModeOff {
+		return nil
+	}
+	writeMarker(h.marker("started", dom.UUID), "")
+	return nil
+}
+
+// release deletes this host's keys for the domain. It never fails: the QEMU
+// is gone, and keys that stay behind are the watchdog's to clean (they also
+// vanish with the session).
+func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
+	dom, err := readDomain(stdin)
+	if err != nil || dom.Mode == ModeOff {
+		return nil
+	}
+	refused := h.marker("refused", dom.UUID)
+	if _, err := os.Stat(refused); err == nil {
+		// The prepare for this domain was refused: nothing here is ours.
+		if call.Op == "release" {
+			os.Remove(refused)
+		}
+		return nil
+	}
+	started := h.marker("started", dom.UUID)
+	s, err := lease.ReadSession(filepath.Join(h.Config.StateDir, "session"))
+	if err != nil || s.Host != h.Config.Host {
+		return nil
+	}
+	var intent *lease.Intent
+	if dom.Mode == ModeHA && h.cleanStop(s, dom.UUID) {
+		intent = &lease.Intent{Want: lease.WantStopped, Name: dom.Name, Candidates: dom.Hosts,
+			Reason: "stopped on " + h.Config.Host, Since: time.Now().UTC().Truncate(time.Second)}
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return nil
+	}
+	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
+		os.Remove(started)
+	}
+	return nil
+}
+
+// cleanStop tells a stop the operator or the guest asked for from one the
+// watchdog caused: only the former may set an HA domain's intent to
+// stopped. A stop is clean when the guest really ran (started marker), the
+// session is not fencing, and the watchdog left no kill marker.
+func (h *Hook) cleanStop(s lease.Session, uuid string) bool {
+	if s.State != lease.SessionOK {
+		return false
+	}
+	if _, err := os.Stat(h.marker("started", uuid)); err != nil {
+		return false
+	}
+	if _, err := os.Stat(h.marker("killed", uuid)); err == nil {
+		return false
+	}
+	return true
+}
+
+func (h *Hook) reconnect(ctx context.Context, stdin io.Reader) error {
+	dom, err := readDomain(stdin)
+	if err != nil || dom.Mode == ModeOff {
+		return nil
+	}
+	s, err := h.session()
+	if err != nil {
+		return nil
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return nil
+	}
+	_, err = claims.Claim(ctx, s.Holder(), lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs()})
+	var held *lease.HeldError
+	if errors.As(err, &held) {
+		return fmt.Errorf("guest %s runs here but %w", dom.Name, err)
+	}
+	return nil
+}
+
+func (h *Hook) marker(kind, uuid string) string {
+	return filepath.Join(h.Config.StateDir, kind, uuid)
+}
+
+// writeMarker leaves a small file; failing to is not worth failing the call
+// over (the markers only make later calls faster or more precise).
+func writeMarker(path, content string) {
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	os.WriteFile(path, []byte(content+"\n"), 0o644)
+}
