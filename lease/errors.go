@@ -41,3 +41,18 @@ func (e *HeldError) Error() string {
 	return fmt.Sprintf("disk %s is in use by domain %s (%s) on host %s since %s; refusing to start %s here",
 		e.Disk, e.Held.Name, e.Held.UUID, e.Held.Host, since, e.Want)
 }
+
+// HostTakenError refuses a registration: another live session holds the
+// host name. It matches ErrHostTaken with errors.Is.
+type HostTakenError struct {
+	Key    string
+	Holder HostRecord // Lease is the lease the key is attached to
+}
+
+func (e *HostTakenError) Error() string {
+	return fmt.Sprintf("%v: %s is held by lease %s (pid %d, started %s): is a second machine using the host name %q?",
+		ErrHostTaken, e.Key, e.Holder.Lease, e.Holder.PID, e.Holder.Started.UTC().Format(time.RFC3339), e.Holder.Host)
+}
+
+// Is makes errors.Is(err, ErrHostTaken) true.
+func (e *HostTakenError) Is(target error) bool { return target == ErrHostTaken }

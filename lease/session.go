@@ -23,6 +23,9 @@ type SessionState string
 const (
 	SessionOK      SessionState = "ok"
 	SessionFencing SessionState = "fencing"
+	// SessionStopped: the watchdog exited and kept the lease for a
+	// restart; no new guest may start until it is back.
+	SessionStopped SessionState = "stopped"
 )
 
 // Session is the content of /run/virtlease/session, rewritten atomically

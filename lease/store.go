@@ -357,8 +357,8 @@ func (s *Store) Register(ctx context.Context, rec HostRecord) error {
 			kv := resp.Kvs[0]
 			if ID(kv.Lease) != rec.Lease {
 				other, _ := decode[HostRecord](key, kv.Value)
-				return fmt.Errorf("%w: %s is held by lease %s (pid %d, started %s): is a second machine using the host name %q?",
-					ErrHostTaken, key, ID(kv.Lease), other.PID, other.Started.UTC().Format(time.RFC3339), rec.Host)
+				other.Lease = ID(kv.Lease)
+				return &HostTakenError{Key: key, Holder: other}
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
 		}

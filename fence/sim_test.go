@@ -1,0 +1,351 @@
+package fence
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+var update = flag.Bool("update", false, "rewrite the scenarios' log.expect files")
+
+// The scenario simulator drives the real Watchdog decision code (resume,
+// tick, handle, fence) on a fake boot clock against a model of etcd (leases
+// that expire on that clock), a network that can drop, delay or lose
+// replies, and fake guests. Each directory under testdata/scenarios has a
+// README (what it shows), steps (timed faults) and log.expect (the golden
+// event log; go test -run Scenario -update rewrites it). Real-etcd tests
+// remain the proof; these pin the logic down, deterministically.
+//
+// The simulator checks the safety relation itself: whenever the model
+// etcd expires a lease, no guest of that host may still be alive. A breach
+// is logged as "VIOLATION" and fails the test, whatever log.expect says.
+func TestScenarios(t *testing.T) {
+	dirs, err := filepath.Glob("testdata/scenarios/*")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			steps, err := os.ReadFile(filepath.Join(dir, "steps"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "README")); err != nil {
+				t.Errorf("scenario without README: %v", err)
+			}
+			got, violations := simulate(t, string(steps))
+			golden := filepath.Join(dir, "log.expect")
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run Scenarios -update to record it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("log differs from %s (go test -update rewrites it):\n%s", golden, diff(string(want), got))
+			}
+			if violations > 0 && !strings.Contains(string(steps), "expect-violation") {
+				t.Errorf("%d safety violations", violations)
+			}
+		})
+	}
+}
+
+type step struct {
+	at   time.Duration
+	verb string
+	args []string
+}
+
+func parseSteps(t *testing.T, text string) (steps []step, end time.Duration) {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		at, err := time.ParseDuration(f[0])
+		if err != nil || len(f) < 2 {
+			t.Fatalf("steps line %d: want DURATION VERB [ARGS]: %q", n, sc.Text())
+		}
+		if f[1] == "end" {
+			end = at
+			continue
+		}
+		steps = append(steps, step{at: at, verb: f[1], args: f[2:]})
+	}
+	if end == 0 {
+		t.Fatal("steps: no end line")
+	}
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at < steps[j].at })
+	return steps, end
+}
+
+// sim is the world around one watchdog.
+type sim struct {
+	t   *testing.T
+	now time.Duration
+	log *strings.Builder
+
+	// model etcd
+	nextID  lease.ID
+	expires map[lease.ID]time.Duration
+	owner   lease.ID // the lease the guests run under
+
+	// network
+	partitioned bool
+	dropReplies bool
+	latency     time.Duration // one way
+	replyDelay  time.Duration // extra, on the way back only
+
+	guests     map[string]bool // name → unkillable
+	replies    []pending
+	violations int
+	restarts   int
+}
+
+type pending struct {
+	at time.Duration
+	r  renewal
+}
+
+type simClock struct{ s *sim }
+
+func (c simClock) Now() time.Duration                   { return c.s.now }
+func (c simClock) After(time.Duration) <-chan struct{}  { return nil }
+func (s *sim) Running(context.Context) ([]Guest, error) { return s.guestList(), nil }
+func (s *sim) guestList() []Guest {
+	var gs []Guest
+	for name := range s.guests {
+		gs = append(gs, Guest{UUID: "uuid-" + name, Name: name, PID: 100 + int(name[len(name)-1]-'0')})
+	}
+	sort.Slice(gs, func(i, j int) bool { return gs[i].Name < gs[j].Name })
+	return gs
+}
+
+func (s *sim) Kill(_ context.Context, gs []Guest) []Guest {
+	var left []Guest
+	for _, g := range gs {
+		if s.guests[g.Name] {
+			left = append(left, g)
+			continue
+		}
+		delete(s.guests, g.Name)
+	}
+	return left
+}
+
+func (s *sim) logf(format string, a ...any) {
+	fmt.Fprintf(s.log, "t=%-7s %s\n", fmt.Sprintf("%.3fs", s.now.Seconds()), fmt.Sprintf(format, a...))
+}
+
+// etcd processes a request at time p; it returns the reply.
+func (s *sim) process(p time.Duration, r renewal, ttl time.Duration) renewal {
+	if r.fresh {
+		if r.id != 0 {
+			delete(s.expires, r.id)
+		}
+		s.nextID++
+		r.id = s.nextID
+		s.expires[r.id] = p + ttl
+		r.ttl = ttl
+		s.owner = r.id
+		return r
+	}
+	exp, ok := s.expires[r.id]
+	if !ok || p >= exp {
+		r.err = fmt.Errorf("%w: lease %s expired or was revoked", lease.ErrNoSession, r.id)
+		return r
+	}
+	s.expires[r.id] = p + ttl
+	r.ttl = ttl
+	return r
+}
+
+// send models the network between the watchdog and etcd for one request.
+func (s *sim) send(w *Watchdog, r renewal) {
+	timeout := r.sent + 2*w.o.Config.RenewInterval
+	unavailable := r
+	unavailable.err = fmt.Errorf("renewing: %w", lease.ErrUnavailable)
+	switch {
+	case s.partitioned:
+		s.replies = append(s.replies, pending{timeout, unavailable})
+	default:
+		reply := s.process(r.sent+s.latency, r, w.o.Config.TTL)
+		at := r.sent + 2*s.latency + s.replyDelay
+		if s.dropReplies || at > timeout {
+			s.replies = append(s.replies, pending{timeout, unavailable})
+		} else {
+			s.replies = append(s.replies, pending{at, reply})
+		}
+	}
+}
+
+func (s *sim) newWatchdog(dir string) *Watchdog {
+	h := slog.New(&simHandler{s: s})
+	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "sim", StateDir: dir, BootID: "boot",
+		Clock: simClock{s}, Guests: s, Log: h})
+	w.launch = func(r renewal) { s.send(w, r) }
+	w.resume()
+	w.nextRenew = s.now
+	return w
+}
+
+func simulate(t *testing.T, text string) (string, int) {
+	steps, end := parseSteps(t, text)
+	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]bool{}}
+	dir := t.TempDir()
+	ctx := context.Background()
+	w := s.newWatchdog(dir)
+	wakeAt := time.Duration(0)
+	for s.now <= end {
+		// Apply everything due now, in a fixed order: steps, replies, expiry.
+		for len(steps) > 0 && steps[0].at <= s.now {
+			st := steps[0]
+			steps = steps[1:]
+			s.apply(st, &w, dir)
+		}
+		sort.SliceStable(s.replies, func(i, j int) bool { return s.replies[i].at < s.replies[j].at })
+		for len(s.replies) > 0 && s.replies[0].at <= s.now {
+			r := s.replies[0]
+			s.replies = s.replies[1:]
+			if err := w.handle(ctx, r.r); err != nil {
+				s.logf("watchdog stops: %v", err)
+				return s.log.String(), s.violations
+			}
+		}
+		s.checkExpiry()
+		w.tick(ctx, s.now)
+		wakeAt = s.now + w.wake(s.now)
+		// Advance to the next event.
+		next := end + 1
+		if len(steps) > 0 {
+			next = min(next, steps[0].at)
+		}
+		for _, r := range s.replies {
+			next = min(next, r.at)
+		}
+		for _, exp := range s.expires {
+			if exp > s.now {
+				next = min(next, exp)
+			}
+		}
+		next = min(next, max(wakeAt, s.now+time.Millisecond))
+		s.now = next
+	}
+	s.logf("end: guests running %v, leases %d", names(s.guestList()), len(s.expires))
+	return s.log.String(), s.violations
+}
+
+func (s *sim) checkExpiry() {
+	for id, exp := range s.expires {
+		if s.now < exp {
+			continue
+		}
+		delete(s.expires, id)
+		s.logf("etcd: lease %s expired; another host may start its guests now", id)
+		if id == s.owner && len(s.guests) > 0 {
+			s.violations++
+			s.logf("VIOLATION: guests %v still running on host-a", names(s.guestList()))
+		}
+	}
+}
+
+func (s *sim) apply(st step, w **Watchdog, dir string) {
+	s.logf("step: %s %s", st.verb, strings.Join(st.args, " "))
+	switch st.verb {
+	case "guest":
+		s.guests[st.args[0]] = len(st.args) > 1 && st.args[1] == "unkillable"
+	case "partition":
+		s.partitioned = true
+	case "heal":
+		s.partitioned, s.dropReplies, s.latency, s.replyDelay = false, false, 0, 0
+	case "drop-replies":
+		s.dropReplies = true
+	case "latency":
+		d, err := time.ParseDuration(st.args[0])
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.latency = d
+	case "reply-delay":
+		d, err := time.ParseDuration(st.args[0])
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.replyDelay = d
+	case "leader-change":
+		// A new leader restarts every lease's TTL: it only ever extends.
+		for id := range s.expires {
+			s.expires[id] = max(s.expires[id], s.now+DefaultConfig().TTL)
+		}
+	case "restart":
+		// The watchdog process dies and comes back; replies in flight are lost.
+		s.replies = nil
+		*w = s.newWatchdog(dir)
+	case "expect-violation":
+	default:
+		s.t.Fatalf("unknown step %q", st.verb)
+	}
+}
+
+func names(gs []Guest) []string {
+	var n []string
+	for _, g := range gs {
+		n = append(n, g.Name)
+	}
+	return n
+}
+
+// simHandler writes the watchdog's log lines on the fake clock, attributes
+// in order, so that the log is the same on every run.
+type simHandler struct {
+	s     *sim
+	attrs []slog.Attr
+}
+
+func (h *simHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *simHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", strings.ToLower(r.Level.String()), r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.s.logf("%s", b.String())
+	return nil
+}
+func (h *simHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &simHandler{h.s, append(h.attrs, as...)}
+}
+func (h *simHandler) WithGroup(string) slog.Handler { return h }
+
+func diff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var a, c string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			c = g[i]
+		}
+		if a != c {
+			fmt.Fprintf(&b, "line %d:\n- %s\n+ %s\n", i+1, a, c)
+		}
+	}
+	return b.String()
+}

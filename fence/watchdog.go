@@ -1,0 +1,345 @@
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// Clock is the boot clock (CLOCK_BOOTTIME in production): monotonic, and
+// counting while the machine is suspended, as etcd's clock does.
+type Clock interface {
+	Now() time.Duration
+	// After fires once d has passed on this clock.
+	After(d time.Duration) <-chan struct{}
+}
+
+// Sessions is the part of the lease store the watchdog uses.
+type Sessions interface {
+	Grant(ctx context.Context, ttl time.Duration) (lease.ID, time.Duration, error)
+	Renew(ctx context.Context, id lease.ID) (time.Duration, error)
+	Revoke(ctx context.Context, id lease.ID) error
+	Register(ctx context.Context, rec lease.HostRecord) error
+}
+
+// Guests finds and kills this host's managed guests. Fencing goes through
+// it, so it must not depend on libvirtd answering.
+type Guests interface {
+	Running(ctx context.Context) ([]Guest, error)
+	// Kill ends each guest at once and returns those still alive.
+	Kill(ctx context.Context, gs []Guest) (survivors []Guest)
+}
+
+// Options wires a Watchdog.
+type Options struct {
+	Config   Config
+	Host     string
+	Version  string
+	StateDir string // /run/virtlease: session file and markers
+	BootID   string
+	Clock    Clock
+	Sessions Sessions
+	Guests   Guests
+	Log      *slog.Logger
+	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
+	// "STOPPING=1"); nil means none.
+	Notify func(state string)
+}
+
+// Watchdog holds one host's session and fences. Create it with New; Run it
+// once.
+type Watchdog struct {
+	o        Options
+	lease    lease.ID
+	deadline Deadline
+	fencing  bool
+	// inflight is the renewal under way, if any: only one at a time, so a
+	// slow etcd is not flooded.
+	inflight  bool
+	nextRenew time.Duration
+	results   chan renewal
+	// launch sends a renewal request off; its outcome comes back through
+	// handle. Run launches goroutines; the scenario simulator schedules
+	// replies on its fake clock.
+	launch func(renewal)
+	// started is this process's start, written in every host record so a
+	// record of our own (a grant whose reply was lost) is recognised.
+	started time.Time
+}
+
+// renewal is one request to etcd and, once answered, its outcome.
+type renewal struct {
+	id    lease.ID      // the lease renewed; for a fresh session, the one granted
+	fresh bool          // grant and register a new session (dropping id, if any)
+	sent  time.Duration // boot-clock time the request was sent: what the deadline is dated from
+	ttl   time.Duration // TTL etcd returned
+	err   error
+}
+
+// ErrFatal wraps the reasons the watchdog stops for good (exit 2), such as a
+// second machine registered under this host's name.
+var ErrFatal = errors.New("fence: cannot run")
+
+// New returns a watchdog; it does nothing until Run.
+func New(o Options) *Watchdog {
+	if o.Notify == nil {
+		o.Notify = func(string) {}
+	}
+	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second)}
+}
+
+func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "session") }
+
+// Run holds the session until ctx ends. Outcomes on return:
+//   - ctx ended with no guest running: the session is revoked (its keys
+//     vanish at once) and the session file removed;
+//   - ctx ended with guests running: the session is kept for a restart to
+//     resume, the session file is marked stopped so that no new guest
+//     starts meanwhile;
+//   - an error wrapping ErrFatal: this host cannot hold a session at all.
+func (w *Watchdog) Run(ctx context.Context) error {
+	w.resume()
+	w.launch = func(req renewal) {
+		go func() { w.results <- w.renew(ctx, req) }()
+	}
+	ready := false
+	for {
+		now := w.o.Clock.Now()
+		w.tick(ctx, now)
+		select {
+		case <-ctx.Done():
+			return w.stop()
+		case <-w.o.Clock.After(w.wake(now)):
+		case r := <-w.results:
+			if err := w.handle(ctx, r); err != nil {
+				return err
+			}
+			if !ready && w.lease != 0 && !w.fencing {
+				ready = true
+				w.o.Notify("READY=1")
+			}
+		}
+		// The loop is alive: systemd's watchdog is about this process, not
+		// about etcd (fencing is our own business).
+		w.o.Notify("WATCHDOG=1")
+	}
+}
+
+// tick does what is due at boot-clock time now: fence once the fence point
+// has passed with no newer acknowledgement, keep killing while fencing, and
+// launch the next renewal (or new session) when one is due and none is in
+// flight.
+func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
+	if w.lease != 0 && !w.fencing && now >= w.deadline.FenceAt(w.o.Config.Margin) {
+		w.fence(ctx, fmt.Sprintf("no renewal of lease %s acknowledged in time", w.lease))
+	}
+	if w.fencing {
+		// Sticky: keep killing whatever runs until a new session exists.
+		w.killAll(ctx, "fencing")
+	}
+	if !w.inflight && now >= w.nextRenew {
+		w.inflight = true
+		w.nextRenew = now + w.o.Config.RenewInterval
+		w.launch(renewal{id: w.lease, fresh: w.lease == 0 || w.fencing, sent: now})
+	}
+}
+
+// wake is how long the loop may sleep after tick at now: until the next
+// renewal or the fence point, whichever is first (never longer than one
+// renew interval, so a suspend is noticed).
+func (w *Watchdog) wake(now time.Duration) time.Duration {
+	wait := w.nextRenew - now
+	if w.inflight {
+		// The reply wakes the loop; meanwhile only the fence point (or
+		// another round of killing while fencing) is due.
+		wait = w.o.Config.RenewInterval
+	}
+	if w.lease != 0 && !w.fencing {
+		wait = min(wait, w.deadline.FenceAt(w.o.Config.Margin)-now)
+	}
+	return max(wait, 0)
+}
+
+// resume adopts the session named in the session file when it is from this
+// boot and this host, so that a restart within the TTL keeps the lease and
+// its keys (no false fence on upgrade or crash-restart). Its deadline binds
+// us from the start: a lease we cannot renew in time is fenced as usual.
+func (w *Watchdog) resume() {
+	s, err := lease.ReadSession(w.sessionPath())
+	if err != nil || s.Boot != w.o.BootID || s.Host != w.o.Host || s.Lease == 0 {
+		return
+	}
+	w.lease = s.Lease
+	// The file stores the deadline itself; keep it as a zero-TTL renewal
+	// sent at that moment.
+	w.deadline = Deadline{Sent: time.Duration(s.Deadline)}
+	w.fencing = s.State == lease.SessionFencing
+	w.o.Log.Info("resuming session from the session file", "lease", s.Lease.String(), "state", string(s.State),
+		"deadline_in", (time.Duration(s.Deadline) - w.o.Clock.Now()).String())
+}
+
+// renew performs one renewal request: renew the current lease, or, when
+// there is none (or after a fence), get a new session. It blocks for at
+// most two renew intervals.
+func (w *Watchdog) renew(ctx context.Context, req renewal) renewal {
+	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+	defer cancel()
+	if req.fresh {
+		req.id, req.ttl, req.err = w.newSession(ctx, req.id)
+	} else {
+		req.ttl, req.err = w.o.Sessions.Renew(ctx, req.id)
+	}
+	return req
+}
+
+// newSession drops the old lease (after a fence its guests are dead, so its
+// keys may go) and grants and registers a new one, dated from the send time
+// of the grant.
+func (w *Watchdog) newSession(ctx context.Context, old lease.ID) (lease.ID, time.Duration, error) {
+	if old != 0 {
+		if err := w.o.Sessions.Revoke(ctx, old); err != nil {
+			return 0, 0, err
+		}
+	}
+	id, ttl, err := w.o.Sessions.Grant(ctx, w.o.Config.TTL)
+	if err != nil {
+		return 0, 0, err
+	}
+	rec := lease.HostRecord{Host: w.o.Host, Lease: id, PID: os.Getpid(), Started: w.started, Version: w.o.Version}
+	err = w.o.Sessions.Register(ctx, rec)
+	var taken *lease.HostTakenError
+	if errors.As(err, &taken) && taken.Holder.PID == rec.PID && taken.Holder.Started.Equal(rec.Started) {
+		// Our own earlier attempt, whose reply was lost: not a second
+		// machine. Drop that lease and register this one.
+		w.o.Log.Info("dropping a session this process was granted but never heard back about", "lease", taken.Holder.Lease.String())
+		if err = w.o.Sessions.Revoke(ctx, taken.Holder.Lease); err == nil {
+			err = w.o.Sessions.Register(ctx, rec)
+		}
+	}
+	if err != nil {
+		w.o.Sessions.Revoke(ctx, id)
+		return 0, 0, err
+	}
+	return id, ttl, nil
+}
+
+func (w *Watchdog) handle(ctx context.Context, r renewal) error {
+	w.inflight = false
+	switch {
+	case errors.Is(r.err, lease.ErrHostTaken):
+		return fmt.Errorf("%w: %v", ErrFatal, r.err)
+	case errors.Is(r.err, lease.ErrNoSession) && !r.fresh && r.id == w.lease && !w.fencing:
+		// etcd says the lease is gone: our keys are gone, someone may
+		// start our guests now. Do not wait for the deadline.
+		w.fence(ctx, "etcd reports lease "+w.lease.String()+" gone")
+		return nil
+	case r.err != nil && r.fresh:
+		w.o.Log.Warn("no new session yet", "err", r.err.Error())
+		return nil
+	case r.err != nil:
+		w.o.Log.Warn("renewal failed", "lease", r.id.String(), "err", r.err.Error(),
+			"fence_in", (w.deadline.FenceAt(w.o.Config.Margin) - w.o.Clock.Now()).String())
+		return nil
+	}
+	d := Deadline{Sent: r.sent, TTL: r.ttl}
+	if r.fresh {
+		// A new session: fencing ends, the old deadline no longer binds.
+		old := w.lease
+		w.lease, w.deadline, w.fencing = r.id, d, false
+		w.o.Log.Info("session held", "lease", r.id.String(), "ttl", r.ttl.String(), "previous", old.String())
+	} else {
+		w.deadline = w.deadline.Later(d)
+	}
+	if w.fencing {
+		return nil
+	}
+	return w.writeSession(lease.SessionOK)
+}
+
+func (w *Watchdog) writeSession(state lease.SessionState) error {
+	err := lease.WriteSession(w.sessionPath(), lease.Session{Host: w.o.Host, Lease: w.lease, Boot: w.o.BootID,
+		Deadline: int64(w.deadline.At()), State: state})
+	if err != nil {
+		w.o.Log.Error("cannot write the session file: the hook will refuse starts", "err", err.Error())
+	}
+	return nil
+}
+
+// fence kills every managed guest of this host. It never waits on etcd.
+func (w *Watchdog) fence(ctx context.Context, reason string) {
+	w.fencing = true
+	w.writeSession(lease.SessionFencing)
+	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
+		"t", w.rel())
+	w.killAll(ctx, reason)
+}
+
+// killAll kills every running managed guest, leaving a kill marker first so
+// that the hook's release can tell this stop from a clean one.
+func (w *Watchdog) killAll(ctx context.Context, why string) {
+	gs, err := w.o.Guests.Running(ctx)
+	if err != nil {
+		w.o.Log.Error("fencing: cannot list guests", "err", err.Error(), "t", w.rel())
+	}
+	if len(gs) == 0 {
+		return
+	}
+	for _, g := range gs {
+		p := filepath.Join(w.o.StateDir, "killed", g.UUID)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(why+"\n"), 0o644)
+	}
+	kctx, cancel := context.WithTimeout(ctx, w.o.Config.Margin)
+	defer cancel()
+	survivors := w.o.Guests.Kill(kctx, gs)
+	for _, g := range gs {
+		alive := false
+		for _, s := range survivors {
+			alive = alive || s.UUID == g.UUID
+		}
+		if alive {
+			w.o.Log.Error("fencing: guest survived SIGKILL", "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
+		} else {
+			w.o.Log.Warn("fencing: killed", "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
+		}
+	}
+}
+
+// rel is now relative to the session deadline, for logs: "-3.012s" means
+// 3 s before etcd may expire the lease.
+func (w *Watchdog) rel() string {
+	if w.lease == 0 {
+		return "no-session"
+	}
+	return (w.o.Clock.Now() - w.deadline.At()).Round(time.Millisecond).String()
+}
+
+// stop ends Run on SIGTERM.
+func (w *Watchdog) stop() error {
+	w.o.Notify("STOPPING=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
+	defer cancel()
+	if w.lease == 0 {
+		return nil
+	}
+	gs, err := w.o.Guests.Running(ctx)
+	if err == nil && len(gs) == 0 {
+		if err := w.o.Sessions.Revoke(ctx, w.lease); err != nil {
+			w.o.Log.Warn("could not revoke the session; it expires on its own", "lease", w.lease.String(), "err", err.Error())
+		} else {
+			w.o.Log.Info("no guests: session revoked", "lease", w.lease.String())
+		}
+		os.Remove(w.sessionPath())
+		return nil
+	}
+	w.writeSession(lease.SessionStopped)
+	w.o.Log.Warn("stopping with guests running: keeping the session for a restart; nothing fences this host until the watchdog is back",
+		"lease", w.lease.String(), "guests", len(gs), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
+	return nil
+}
