@@ -1,0 +1,295 @@
+package hook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// fakeClaims records what the hook asked of etcd and answers as told.
+type fakeClaims struct {
+	claimErr   error
+	releaseErr error
+	holding    *lease.Record
+	claims     []lease.Claim
+	releases   []*lease.Intent
+}
+
+func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
+	f.claims = append(f.claims, c)
+	return lease.ClaimResult{}, f.claimErr
+}
+
+func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []string, in *lease.Intent) (int, error) {
+	f.releases = append(f.releases, in)
+	return 1, f.releaseErr
+}
+
+func (f *fakeClaims) Holding(context.Context, string) (*lease.Record, error) { return f.holding, nil }
+
+const bootID = "boot-1"
+
+// env is one host's state directory with a session file in a given state.
+type env struct {
+	dir      string
+	claims   *fakeClaims
+	dials    int
+	dialErr  error
+	now      time.Duration
+	noSess   bool
+	sessFile lease.Session
+}
+
+func newEnv(t *testing.T) *env {
+	e := &env{dir: t.TempDir(), claims: &fakeClaims{}, now: 100 * time.Second}
+	e.sessFile = lease.Session{Host: "host-a", Lease: 0x1234, Boot: bootID, Deadline: int64(110 * time.Second), State: lease.SessionOK}
+	return e
+}
+
+func (e *env) hook(t *testing.T) *Hook {
+	if !e.noSess {
+		if err := lease.WriteSession(filepath.Join(e.dir, "session"), e.sessFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &Hook{
+		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir},
+		Connect: func(context.Context) (Claims, error) {
+			e.dials++
+			if e.dialErr != nil {
+				return nil, e.dialErr
+			}
+			return e.claims, nil
+		},
+		BootNow: func() time.Duration { return e.now },
+		BootID:  func() (string, error) { return bootID, nil },
+	}
+}
+
+func fixture(t *testing.T, name string) []byte {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "domains", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func held() error {
+	return &lease.HeldError{Key: "/virtlease/domains/x", Want: "vm", Held: lease.Record{Host: "host-b", Name: "vm", UUID: "x"}}
+}
+
+func TestPrepare(t *testing.T) {
+	unavailable := fmt.Errorf("claiming: %w", lease.ErrUnavailable)
+	tests := []struct {
+		name      string
+		xml       string
+		setup     func(e *env)
+		wantCode  int
+		wantMsg   string
+		wantClaim bool
+		wantMark  bool // refused marker left for the release calls
+	}{
+		{"claimed", "rbd-auth-hosts.xml", nil, ExitOK, "", true, false},
+		{"held elsewhere", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = held() }, ExitRefused, "is running on host host-b", true, true},
+		{"etcd unavailable", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = unavailable }, ExitUnavailable, "etcd did not answer", true, true},
+		{"no session file", "rbd-auth-hosts.xml", func(e *env) { e.noSess = true }, ExitRefused, "is virtlease-watchdog running?", false, true},
+		{"session past fence point", "rbd-auth-hosts.xml", func(e *env) { e.now = 107 * time.Second }, ExitRefused, "too old", false, true},
+		{"session fencing", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.State = lease.SessionFencing }, ExitRefused, "fencing", false, true},
+		{"watchdog stopped", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.State = lease.SessionStopped }, ExitRefused, "virtlease-watchdog", false, true},
+		{"session of another boot", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.Boot = "boot-0" }, ExitRefused, "earlier boot", false, true},
+		{"session of another host name", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.Host = "host-z" }, ExitRefused, "host-z", false, true},
+		{"bad XML", "", nil, ExitUsage, "domain XML", false, false},
+		{"bogus mode", "mode-bogus.xml", nil, ExitUsage, "mode", false, false},
+		{"opt-out, nobody holds it", "mode-off.xml", func(e *env) { e.noSess = true }, ExitOK, "", false, false},
+		{"opt-out, held elsewhere", "mode-off.xml", func(e *env) {
+			e.claims.holding = &lease.Record{Host: "host-b", Name: "vm-off", UUID: "u"}
+		}, ExitRefused, "host-b", false, false},
+		{"opt-out, etcd down: starts (not protected by choice)", "mode-off.xml", func(e *env) { e.dialErr = unavailable }, ExitOK, "", false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if tc.setup != nil {
+				tc.setup(e)
+			}
+			var xml []byte
+			if tc.xml != "" {
+				xml = fixture(t, tc.xml)
+			} else {
+				xml = []byte("<domain><name>broken")
+			}
+			err := e.hook(t).Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(xml))
+			if got := Code(err); got != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", got, err, tc.wantCode)
+			}
+			if tc.wantMsg != "" && (err == nil || !strings.Contains(err.Error(), tc.wantMsg)) {
+				t.Errorf("message %v lacks %q", err, tc.wantMsg)
+			}
+			if err != nil && strings.Contains(err.Error(), "\n") {
+				t.Errorf("message is not one line: %q", err)
+			}
+			if got := len(e.claims.claims) > 0; got != tc.wantClaim {
+				t.Errorf("claimed=%v, want %v", got, tc.wantClaim)
+			}
+			marks, _ := filepath.Glob(filepath.Join(e.dir, "refused", "*"))
+			if got := len(marks) > 0; got != tc.wantMark {
+				t.Errorf("refused marker=%v, want %v", got, tc.wantMark)
+			}
+		})
+	}
+}
+
+// After a refused prepare libvirt calls stopped end and release end: they
+// must answer from the marker, without dialing etcd (which may be down and
+// cost a deadline each), and never release anything.
+func TestReleaseAfterRefusedPrepareIsLocal(t *testing.T) {
+	e := newEnv(t)
+	e.claims.claimErr = fmt.Errorf("x: %w", lease.ErrUnavailable)
+	h := e.hook(t)
+	xml := fixture(t, "rbd-auth-hosts.xml")
+	if err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(xml)); Code(err) != ExitUnavailable {
+		t.Fatalf("prepare: %v", err)
+	}
+	dials := e.dials
+	for _, op := range []string{"stopped", "release"} {
+		if err := h.Run(context.Background(), []string{"vm", op, "end", "-"}, bytes.NewReader(xml)); err != nil {
+			t.Fatalf("%s end: %v", op, err)
+		}
+	}
+	if e.dials != dials || len(e.claims.releases) != 0 {
+		t.Fatalf("release after a refused prepare dialed etcd %d times and released %d times", e.dials-dials, len(e.claims.releases))
+	}
+	// The marker is consumed: the next stop of a real run releases.
+	if err := h.Run(context.Background(), []string{"vm", "release", "end", "-"}, bytes.NewReader(xml)); err != nil || len(e.claims.releases) != 1 {
+		t.Fatalf("release without marker: %v, %d releases", err, len(e.claims.releases))
+	}
+}
+
+func TestReleaseNeverFails(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(e *env)
+	}{
+		{"etcd down", func(e *env) { e.claims.releaseErr = lease.ErrUnavailable }},
+		{"no session", func(e *env) { e.noSess = true }},
+		{"dial fails", func(e *env) { e.dialErr = errors.New("boom") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tc.setup(e)
+			for _, op := range []string{"stopped", "release"} {
+				if err := e.hook(t).Run(context.Background(), []string{"vm", op, "end", "-"}, bytes.NewReader(fixture(t, "nbd.xml"))); err != nil {
+					t.Errorf("%s end failed: %v", op, err)
+				}
+			}
+		})
+	}
+}
+
+func TestHAIntentOnStop(t *testing.T) {
+	tests := []struct {
+		name    string
+		started bool
+		killed  bool
+		state   lease.SessionState
+		want    lease.Want // "" = intent left alone
+	}{
+		{"clean stop", true, false, lease.SessionOK, lease.WantStopped},
+		{"killed by the watchdog", true, true, lease.SessionOK, ""},
+		{"stopped while fencing", true, false, lease.SessionFencing, ""},
+		{"never started (failed start)", false, false, lease.SessionOK, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.sessFile.State = tc.state
+			h := e.hook(t)
+			xml := fixture(t, "mode-ha-hosts.xml")
+			dom, err := ParseDomain(xml)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.started {
+				h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
+			}
+			if tc.killed {
+				writeMarker(h.marker("killed", dom.UUID), "fence")
+			}
+			if err := h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml)); err != nil {
+				t.Fatal(err)
+			}
+			if len(e.claims.releases) != 1 {
+				t.Fatalf("%d releases", len(e.claims.releases))
+			}
+			in := e.claims.releases[0]
+			switch {
+			case tc.want == "" && in != nil:
+				t.Errorf("intent set to %q, want it left alone", in.Want)
+			case tc.want != "" && (in == nil || in.Want != tc.want):
+				t.Errorf("intent %+v, want %q", in, tc.want)
+			}
+		})
+	}
+}
+
+func TestReconnect(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(e *env)
+		wantCode int
+	}{
+		{"mine or adopted", nil, ExitOK},
+		{"held by another host: libvirt kills it", func(e *env) { e.claims.claimErr = held() }, ExitRefused},
+		{"etcd unavailable: keep the guest", func(e *env) { e.claims.claimErr = lease.ErrUnavailable }, ExitOK},
+		{"no session: keep the guest", func(e *env) { e.noSess = true }, ExitOK},
+		{"fencing: the watchdog's job", func(e *env) { e.sessFile.State = lease.SessionFencing }, ExitOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if tc.setup != nil {
+				tc.setup(e)
+			}
+			err := e.hook(t).Run(context.Background(), []string{"vm", "reconnect", "begin", "-"}, bytes.NewReader(fixture(t, "nbd.xml")))
+			if Code(err) != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", Code(err), err, tc.wantCode)
+			}
+			for _, c := range e.claims.claims {
+				if c.Start {
+					t.Error("reconnect claimed as a new start (a draining host would refuse its running guests)")
+				}
+			}
+		})
+	}
+}
+
+func TestOtherOperations(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+	}{
+		{[]string{"vm", "migrate", "begin", "-"}, ExitRefused},
+		{[]string{"vm", "restore", "begin", "-"}, ExitOK},
+		{[]string{"vm", "attach", "begin", "-"}, ExitOK},
+		{[]string{"vm", "start", "begin", "-"}, ExitOK},
+		{[]string{"vm", "prepare", "begin", "some new reason", "extra"}, ExitOK},
+		{[]string{"vm", "prepare"}, ExitUsage},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			e := newEnv(t)
+			err := e.hook(t).Run(context.Background(), tc.args, bytes.NewReader(fixture(t, "nbd.xml")))
+			if Code(err) != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", Code(err), err, tc.wantCode)
+			}
+		})
+	}
+}
