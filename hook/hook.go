@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -70,6 +71,9 @@ type Claims interface {
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	Holding(ctx context.Context, uuid string) (*lease.Record, error)
+	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string) (string, error)
+	HandOff(ctx context.Context, src lease.Holder, uuid string, disks []string) (bool, error)
+	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 }
 
 // Config is the part of virtlease's configuration the hook uses.
@@ -118,9 +122,7 @@ func (h *Hook) Run(ctx context.Context, args []string, stdin io.Reader) error {
 	case call.Op == "reconnect" && call.SubOp == "begin":
 		return h.reconnect(ctx, stdin)
 	case call.Op == "migrate" && call.SubOp == "begin":
-		// Until the migration hand-off exists, an incoming live migration
-		// would run the guest here with no claim: refuse it cleanly.
-		return &Error{Code: ExitRefused, Err: fmt.Errorf("live migration of %s is refused: this virtlease does not support migration hand-off yet", call.Name)}
+		return h.migrate(ctx, stdin)
 	}
 	return nil // restore, attach, … need nothing from us
 }
@@ -176,6 +178,11 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		return &Error{Code: ExitUsage, Err: err}
 	}
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	if from, err := os.ReadFile(h.marker("incoming", dom.UUID)); err == nil {
+		// An incoming live migration: the source keeps its keys until
+		// its QEMU is gone and it hands them over.
+		c.IncomingFrom = strings.TrimSpace(string(from))
+	}
 	if dom.Mode == ModeHA {
 		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second)}
 	}
@@ -246,9 +253,57 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	if err != nil {
 		return nil
 	}
+	incoming := h.marker("incoming", dom.UUID)
+	if _, err := os.Stat(incoming); err == nil {
+		// This host was a migration's destination: a failed migration
+		// leaves a record of ours to drop (a finished one left none).
+		if err := claims.DropMigration(ctx, s.Holder(), dom.UUID); err == nil && call.Op == "release" {
+			os.Remove(incoming)
+		}
+	}
+	// A migration's source: its QEMU is gone, the destination runs the
+	// guest. Hand the keys over in one Txn, never freeing them; not a
+	// clean stop, so the HA intent stays as it is.
+	if handed, err := claims.HandOff(ctx, s.Holder(), dom.UUID, dom.DiskIDs()); err != nil || handed {
+		if handed {
+			os.Remove(started)
+		}
+		return nil
+	}
 	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
 		os.Remove(started)
 	}
+	return nil
+}
+
+// migrate runs on the destination of a live migration, before its prepare:
+// it records the migration in etcd on this host's session, which lets this
+// host's prepare accept a domain the source holds, and keeps every other
+// host out until the hand-off. It fails closed, like prepare.
+func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
+	dom, err := readDomain(stdin)
+	if err != nil {
+		return &Error{Code: ExitUsage, Err: err}
+	}
+	if dom.Mode == ModeOff {
+		return nil
+	}
+	s, err := h.session()
+	if err != nil {
+		return fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return &Error{Code: ExitUsage, Err: err}
+	}
+	from, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name)
+	if err != nil {
+		if errors.Is(err, lease.ErrUnavailable) {
+			return fmt.Errorf("cannot migrate %s here: etcd did not answer: %w", dom.Name, err)
+		}
+		return fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)
+	}
+	writeMarker(h.marker("incoming", dom.UUID), from)
 	return nil
 }
 

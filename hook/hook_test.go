@@ -21,6 +21,11 @@ type fakeClaims struct {
 	holding    *lease.Record
 	claims     []lease.Claim
 	releases   []*lease.Intent
+	// migration
+	migrateFrom string
+	migrateErr  error
+	handOff     bool
+	dropped     int
 }
 
 func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
@@ -34,6 +39,19 @@ func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []st
 }
 
 func (f *fakeClaims) Holding(context.Context, string) (*lease.Record, error) { return f.holding, nil }
+
+func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string) (string, error) {
+	return f.migrateFrom, f.migrateErr
+}
+
+func (f *fakeClaims) HandOff(context.Context, lease.Holder, string, []string) (bool, error) {
+	return f.handOff, nil
+}
+
+func (f *fakeClaims) DropMigration(context.Context, lease.Holder, string) error {
+	f.dropped++
+	return nil
+}
 
 const bootID = "boot-1"
 
@@ -276,7 +294,6 @@ func TestOtherOperations(t *testing.T) {
 		args     []string
 		wantCode int
 	}{
-		{[]string{"vm", "migrate", "begin", "-"}, ExitRefused},
 		{[]string{"vm", "restore", "begin", "-"}, ExitOK},
 		{[]string{"vm", "attach", "begin", "-"}, ExitOK},
 		{[]string{"vm", "start", "begin", "-"}, ExitOK},
@@ -292,4 +309,67 @@ func TestOtherOperations(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMigration(t *testing.T) {
+	xml := fixture(t, "nbd.xml")
+	run := func(h *Hook, op, sub string) error {
+		return h.Run(context.Background(), []string{"vm", op, sub, "-"}, bytes.NewReader(xml))
+	}
+	t.Run("destination: migrate records, prepare accepts the source's keys", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.migrateFrom = "host-b"
+		h := e.hook(t)
+		if err := run(h, "migrate", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(h, "prepare", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.claims.claims[0].IncomingFrom; got != "host-b" {
+			t.Fatalf("prepare claimed with IncomingFrom %q", got)
+		}
+	})
+	t.Run("destination: refused record refuses the migration", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.migrateErr = held()
+		if err := run(e.hook(t), "migrate", "begin"); Code(err) != ExitRefused {
+			t.Fatalf("exit %d: %v", Code(err), err)
+		}
+	})
+	t.Run("destination: no session refuses the migration", func(t *testing.T) {
+		e := newEnv(t)
+		e.noSess = true
+		if err := run(e.hook(t), "migrate", "begin"); Code(err) != ExitRefused {
+			t.Fatalf("exit %d: %v", Code(err), err)
+		}
+	})
+	t.Run("destination: failed migration drops the record", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.migrateFrom = "host-b"
+		h := e.hook(t)
+		run(h, "migrate", "begin")
+		run(h, "prepare", "begin")
+		run(h, "stopped", "end")
+		run(h, "release", "end")
+		if e.claims.dropped == 0 {
+			t.Fatal("record not dropped")
+		}
+		if _, err := os.Stat(h.marker("incoming", "2f9d8c7b-6a5e-4d3c-b2a1-908f7e6d5c4b")); err == nil {
+			t.Error("incoming marker left behind")
+		}
+	})
+	t.Run("source: stop after hand-off is not a clean stop", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.handOff = true
+		h := e.hook(t)
+		ha := fixture(t, "mode-ha-hosts.xml")
+		h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(ha))
+		if err := h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(ha)); err != nil {
+			t.Fatal(err)
+		}
+		if len(e.claims.releases) != 0 {
+			t.Fatal("released (and set the HA intent) after handing the keys over")
+		}
+	})
 }

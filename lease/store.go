@@ -51,6 +51,10 @@ type Claim struct {
 	// Start marks a new start (prepare), as opposed to adopting a running
 	// guest: a draining host refuses new starts only.
 	Start bool
+	// IncomingFrom is the source host of a live migration to this host:
+	// keys it holds for this domain are accepted (and left to it until the
+	// hand-off) provided PREFIX/migrations/UUID records from it to us.
+	IncomingFrom string
 }
 
 // ClaimResult says what a successful Claim did.
@@ -93,13 +97,14 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		since := s.now().UTC().Truncate(time.Second)
 		for i, k := range keys {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", state.modRev[i]))
-			if state.recs[i] != nil {
-				continue // mine already (check refused anything else)
+			if state.recs[i] != nil || slices.Contains(state.keep, i) {
+				continue // mine already, or the migration source's (check refused anything else)
 			}
 			rec := Record{Host: h.Host, UUID: c.UUID, Name: c.Name, Lease: h.Lease, Since: since}
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
 		}
-		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)))
+		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
+			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev))
 		if c.Intent != nil {
 			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(c.Intent)))
 		}
@@ -142,17 +147,21 @@ func (s *Store) claimKeys(uuid string, disks []string) []claimKey {
 }
 
 // claimReads reads, in this order: every claim key, h's hosts key, h's
-// drain key and every unfenced record.
+// drain key, every unfenced record and the domain's migration record.
 func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
-	ops := make([]clientv3.Op, 0, len(keys)+3)
+	ops := make([]clientv3.Op, 0, len(keys)+extraReads)
 	for _, k := range keys {
 		ops = append(ops, clientv3.OpGet(k.key))
 	}
 	return append(ops,
 		clientv3.OpGet(s.keys.Host(h.Host)),
 		clientv3.OpGet(s.keys.Drain(h.Host)),
-		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()))
+		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
+		clientv3.OpGet(s.keys.Migration(s.keys.Name(keys[0].key))))
 }
+
+// extraReads is how many reads claimReads adds after the claim keys.
+const extraReads = 4
 
 type claimState struct {
 	keys     []claimKey
@@ -161,12 +170,15 @@ type claimState struct {
 	host     *mvccpb.KeyValue
 	drain    *Drain
 	unfenced map[string]Unfenced // by host
+	mig      *Migration
+	migRev   int64
+	keep     []int // keys left to a migration's source (not written)
 }
 
 func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.ResponseOp) (claimState, error) {
 	st := claimState{keys: keys, modRev: make([]int64, len(keys)), recs: make([]*Record, len(keys)), unfenced: map[string]Unfenced{}}
-	if len(rs) != len(keys)+3 {
-		return st, fmt.Errorf("lease: etcd answered %d reads, asked %d", len(rs), len(keys)+3)
+	if len(rs) != len(keys)+extraReads {
+		return st, fmt.Errorf("lease: etcd answered %d reads, asked %d", len(rs), len(keys)+extraReads)
 	}
 	for i, k := range keys {
 		kvs := rs[i].GetResponseRange().Kvs
@@ -197,6 +209,13 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 		}
 		st.unfenced[s.keys.Name(string(kv.Key))] = u
 	}
+	if kvs := rs[len(keys)+3].GetResponseRange().Kvs; len(kvs) > 0 {
+		m, err := decode[Migration](string(kvs[0].Key), kvs[0].Value)
+		if err != nil {
+			return st, err
+		}
+		st.mig, st.migRev = &m, kvs[0].ModRevision
+	}
 	return st, nil
 }
 
@@ -210,9 +229,24 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
 			Why: fmt.Sprintf("host %s is draining since %s (virtlease undrain ends it)", h.Host, st.drain.Since.UTC().Format(time.RFC3339))}
 	}
+	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host
+	if c.IncomingFrom != "" && !incoming {
+		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
+			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd", c.Name, c.IncomingFrom, h.Host)}
+	}
+	if st.mig != nil && st.mig.To != h.Host {
+		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
+			Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", c.Name, c.UUID, st.mig.From, st.mig.To, st.mig.Since.UTC().Format(time.RFC3339))}
+	}
 	for i, k := range st.keys {
 		rec := st.recs[i]
 		if rec == nil {
+			continue
+		}
+		if incoming && rec.Host == c.IncomingFrom && rec.UUID == c.UUID {
+			// The source's, until it hands the keys over.
+			st.recs[i] = nil
+			st.keep = append(st.keep, i)
 			continue
 		}
 		if !rec.heldBy(h, c.UUID) {

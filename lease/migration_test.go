@@ -1,0 +1,141 @@
+package lease
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestMigrationHandOff(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b, c := session(t, s, "host-a"), session(t, s, "host-b"), session(t, s, "host-c")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000001", "web", "nbd/127.0.0.1:10809/web")
+	if _, err := s.Claim(ctx, a, d); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(step string, h Holder, cl Claim) {
+		t.Helper()
+		var held *HeldError
+		if _, err := s.Claim(ctx, h, cl); !errors.As(err, &held) {
+			t.Fatalf("%s: %s's claim not refused: %v", step, h.Host, err)
+		}
+	}
+	from, err := s.RecordMigration(ctx, b, d.UUID, d.Name)
+	if err != nil || from != "host-a" {
+		t.Fatalf("record: %q %v", from, err)
+	}
+	if _, err := s.RecordMigration(ctx, c, d.UUID, d.Name); err == nil {
+		t.Fatal("a second migration to host-c was recorded")
+	}
+	refused("during migration", c, d)
+	in := d
+	in.IncomingFrom = "host-a"
+	if r, err := s.Claim(ctx, b, in); err != nil || r.Written != 0 {
+		t.Fatalf("destination prepare: %+v %v", r, err)
+	}
+	inC := d
+	inC.IncomingFrom = "host-a"
+	refused("incoming claim with no record", c, inC)
+	refused("during migration, after destination prepare", c, d)
+
+	handed, err := s.HandOff(ctx, a, d.UUID, d.Disks)
+	if err != nil || !handed {
+		t.Fatalf("hand-off: %v %v", handed, err)
+	}
+	for _, k := range []string{s.keys.Domain(d.UUID), s.keys.Disk(d.Disks[0])} {
+		resp, _ := cli.Get(ctx, k)
+		if len(resp.Kvs) != 1 || ID(resp.Kvs[0].Lease) != b.Lease {
+			t.Fatalf("%s not on host-b's lease after hand-off: %v", k, resp.Kvs)
+		}
+	}
+	if resp, _ := cli.Get(ctx, s.keys.Migration(d.UUID)); len(resp.Kvs) != 0 {
+		t.Fatal("migration record survived the hand-off")
+	}
+	refused("after hand-off", a, d)
+	refused("after hand-off", c, d)
+	// The source's release after the hand-off deletes nothing of host-b's.
+	if n, err := s.Release(ctx, a, d.UUID, d.Disks, nil); err != nil || n != 0 {
+		t.Fatalf("source release after hand-off: %d %v", n, err)
+	}
+	if n, err := s.Release(ctx, b, d.UUID, d.Disks, nil); err != nil || n != 2 {
+		t.Fatalf("destination release: %d %v", n, err)
+	}
+	if _, err := s.Claim(ctx, a, d); err != nil {
+		t.Fatalf("claim after the destination stopped it: %v", err)
+	}
+}
+
+func TestMigrationFailedLeavesSource(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000002", "db", "rbd/p/db")
+	s.Claim(ctx, a, d)
+	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	in := d
+	in.IncomingFrom = "host-a"
+	if _, err := s.Claim(ctx, b, in); err != nil {
+		t.Fatal(err)
+	}
+	// The destination QEMU dies; libvirt runs its stopped/release hooks.
+	if n, err := s.Release(ctx, b, d.UUID, d.Disks, nil); err != nil || n != 0 {
+		t.Fatalf("destination release deleted %d source keys: %v", n, err)
+	}
+	if err := s.DropMigration(ctx, b, d.UUID); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := s.Holding(ctx, d.UUID); rec == nil || rec.Host != "host-a" {
+		t.Fatalf("source lost its key: %+v", rec)
+	}
+	if resp, _ := cli.Get(ctx, s.keys.Migration(d.UUID)); len(resp.Kvs) != 0 {
+		t.Fatal("stale migration record")
+	}
+	// With no record, the source's stop is an ordinary release.
+	if handed, err := s.HandOff(ctx, a, d.UUID, d.Disks); handed || err != nil {
+		t.Fatalf("hand-off without a record: %v %v", handed, err)
+	}
+}
+
+func TestMigrationSourceSessionDies(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b, c := session(t, s, "host-a"), session(t, s, "host-b"), session(t, s, "host-c")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000003", "mail")
+	s.Claim(ctx, a, d)
+	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	if err := s.Revoke(ctx, a.Lease); err != nil {
+		t.Fatal(err)
+	}
+	// The source's keys are gone, but the record on host-b's lease still
+	// keeps every third host out.
+	var held *HeldError
+	if _, err := s.Claim(ctx, c, d); !errors.As(err, &held) {
+		t.Fatalf("third host got in while a migration is recorded: %v", err)
+	}
+	// host-b adopts the guest it now runs.
+	adopt := d
+	adopt.Start = false
+	if _, err := s.Claim(ctx, b, adopt); err != nil {
+		t.Fatalf("destination adopt: %v", err)
+	}
+}
+
+func TestHandOffToDeadDestination(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000004", "dns")
+	s.Claim(ctx, a, d)
+	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	s.Revoke(ctx, b.Lease) // drops host-b's record too
+	if handed, err := s.HandOff(ctx, a, d.UUID, nil); handed || err != nil {
+		t.Fatalf("handed to a dead destination: %v %v", handed, err)
+	}
+	if n, _ := s.Release(ctx, a, d.UUID, nil, nil); n != 1 {
+		t.Fatalf("source release: %d", n)
+	}
+}
