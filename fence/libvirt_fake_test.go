@@ -40,6 +40,9 @@ func TestParseLibvirtURI(t *testing.T) {
 		if err == nil && remote != "qemu:///system" {
 			t.Errorf("parseLibvirtURI(%q) opens %q, want qemu:///system", c.uri, remote)
 		}
+		if dir, err := LibvirtRunDir(c.uri); err == nil && dir != filepath.Dir(c.sock) {
+			t.Errorf("LibvirtRunDir(%q) = %q, want %q", c.uri, dir, filepath.Dir(c.sock))
+		}
 		if err != nil && !strings.Contains(err.Error(), "qemu+unix:///system?socket=PATH") {
 			t.Errorf("parseLibvirtURI(%q) error does not say what is wanted: %v", c.uri, err)
 		}

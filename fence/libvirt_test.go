@@ -133,7 +133,7 @@ func runningGuest(t *testing.T, l *Libvirt, uuid string) Guest {
 // thisHostQEMU finds the QEMU of uuid with FindQEMU, as the fence does.
 func thisHostQEMU(t *testing.T, l *Libvirt, uuid string) []QEMU {
 	t.Helper()
-	self, err := ThisHost("/proc", l.runDir)
+	self, err := ThisHost("/proc", l.RunDir())
 	if err != nil {
 		t.Fatal(err)
 	}

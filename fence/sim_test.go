@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -111,6 +112,7 @@ type sim struct {
 	replyDelay  time.Duration // extra, on the way back only
 
 	guests     map[string]bool // name → unkillable
+	unfenced   *lease.Unfenced
 	replies    []pending
 	violations int
 	restarts   int
@@ -145,6 +147,55 @@ func (s *sim) Kill(_ context.Context, gs []Guest) []Guest {
 		delete(s.guests, g.Name)
 	}
 	return left
+}
+
+// The Sessions calls the watchdog makes outside renewals answer at once.
+func (s *sim) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	panic("via launch")
+}
+func (s *sim) Renew(context.Context, lease.ID) (time.Duration, error) { panic("via launch") }
+func (s *sim) Register(context.Context, lease.HostRecord) error       { panic("via launch") }
+func (s *sim) Revoke(_ context.Context, id lease.ID) error {
+	s.logf("etcd: lease %s revoked", id)
+	delete(s.expires, id)
+	return nil
+}
+func (s *sim) Claim(_ context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
+	s.logf("etcd: %s claims %s", h, c.Name)
+	return lease.ClaimResult{}, nil
+}
+func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
+	var ds []lease.DomainStatus
+	for _, g := range s.guestList() {
+		ds = append(ds, lease.DomainStatus{Record: lease.Record{UUID: g.UUID, Name: g.Name}, Disks: []string{"disk-" + g.Name}})
+	}
+	return ds, nil
+}
+func (s *sim) SetUnfenced(_ context.Context, _ string, u lease.Unfenced) error {
+	s.unfenced = &u
+	s.logf("etcd: unfenced record written: %v", unfencedNames(u))
+	return nil
+}
+func (s *sim) GetUnfenced(context.Context, string) (lease.Unfenced, int64, bool, error) {
+	if s.unfenced == nil {
+		return lease.Unfenced{}, 0, false, nil
+	}
+	return *s.unfenced, 1, true, nil
+}
+func (s *sim) ClearUnfenced(context.Context, string, int64) error {
+	if s.unfenced != nil {
+		s.logf("etcd: unfenced record deleted")
+	}
+	s.unfenced = nil
+	return nil
+}
+
+func unfencedNames(u lease.Unfenced) []string {
+	var n []string
+	for _, g := range u.Guests {
+		n = append(n, g.Name)
+	}
+	return n
 }
 
 func (s *sim) logf(format string, a ...any) {
@@ -196,7 +247,7 @@ func (s *sim) send(w *Watchdog, r renewal) {
 func (s *sim) newWatchdog(dir string) *Watchdog {
 	h := slog.New(&simHandler{s: s})
 	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "sim", StateDir: dir, BootID: "boot",
-		Clock: simClock{s}, Guests: s, Log: h})
+		Clock: simClock{s}, Guests: s, Sessions: s, Log: h})
 	w.launch = func(r renewal) { s.send(w, r) }
 	w.resume()
 	w.nextRenew = s.now
@@ -218,7 +269,7 @@ func simulate(t *testing.T, text string) (string, int) {
 			s.apply(st, &w, dir)
 		}
 		sort.SliceStable(s.replies, func(i, j int) bool { return s.replies[i].at < s.replies[j].at })
-		for len(s.replies) > 0 && s.replies[0].at <= s.now {
+		for w != nil && len(s.replies) > 0 && s.replies[0].at <= s.now {
 			r := s.replies[0]
 			s.replies = s.replies[1:]
 			if err := w.handle(ctx, r.r); err != nil {
@@ -227,8 +278,11 @@ func simulate(t *testing.T, text string) (string, int) {
 			}
 		}
 		s.checkExpiry()
-		w.tick(ctx, s.now)
-		wakeAt = s.now + w.wake(s.now)
+		wakeAt = end + 1
+		if w != nil {
+			w.tick(ctx, s.now)
+			wakeAt = s.now + w.wake(s.now)
+		}
 		// Advance to the next event.
 		next := end + 1
 		if len(steps) > 0 {
@@ -256,9 +310,17 @@ func (s *sim) checkExpiry() {
 		}
 		delete(s.expires, id)
 		s.logf("etcd: lease %s expired; another host may start its guests now", id)
-		if id == s.owner && len(s.guests) > 0 {
+		// A guest our unfenced record lists is refused on every other
+		// host: running it after the expiry is safe.
+		var exposed []string
+		for _, g := range s.guestList() {
+			if s.unfenced == nil || !slices.Contains(unfencedNames(*s.unfenced), g.Name) {
+				exposed = append(exposed, g.Name)
+			}
+		}
+		if id == s.owner && len(exposed) > 0 {
 			s.violations++
-			s.logf("VIOLATION: guests %v still running on host-a", names(s.guestList()))
+			s.logf("VIOLATION: guests %v still running on host-a, unprotected", exposed)
 		}
 	}
 }
@@ -294,6 +356,17 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 	case "restart":
 		// The watchdog process dies and comes back; replies in flight are lost.
 		s.replies = nil
+		*w = s.newWatchdog(dir)
+	case "stop":
+		// SIGTERM: the watchdog exits cleanly.
+		(*w).stop()
+		s.replies = nil
+		*w = nil
+	case "crash":
+		// kill -9: gone, nothing written.
+		s.replies = nil
+		*w = nil
+	case "start":
 		*w = s.newWatchdog(dir)
 	case "expect-violation":
 	default:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -26,6 +27,11 @@ type Sessions interface {
 	Renew(ctx context.Context, id lease.ID) (time.Duration, error)
 	Revoke(ctx context.Context, id lease.ID) error
 	Register(ctx context.Context, rec lease.HostRecord) error
+	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
+	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)
+	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
+	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)
+	ClearUnfenced(ctx context.Context, host string, rev int64) error
 }
 
 // Guests finds and kills this host's managed guests. Fencing goes through
@@ -71,6 +77,16 @@ type Watchdog struct {
 	// started is this process's start, written in every host record so a
 	// record of our own (a grant whose reply was lost) is recognised.
 	started time.Time
+	// resumed is the state of the session file this process resumed, until
+	// the first renewal settles whether that session is alive.
+	resumed lease.SessionState
+	// recovering: the resumed session was left by a clean stop and is dead;
+	// the guests listed in our unfenced record are re-claimed under the
+	// next session, the others killed.
+	recovering bool
+	// active is the holder while the session is ok (nil otherwise), for
+	// the reconciler's goroutine.
+	active atomic.Pointer[lease.Holder]
 }
 
 // renewal is one request to etcd and, once answered, its outcome.
@@ -136,7 +152,10 @@ func (w *Watchdog) Run(ctx context.Context) error {
 // launch the next renewal (or new session) when one is due and none is in
 // flight.
 func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
-	if w.lease != 0 && !w.fencing && now >= w.deadline.FenceAt(w.o.Config.Margin) {
+	// A session resumed from a clean stop is not fenced at its old
+	// deadline: our unfenced record keeps its guests from every other host
+	// until the first renewal tells whether the session is still alive.
+	if w.lease != 0 && !w.fencing && w.resumed != lease.SessionStopped && now >= w.deadline.FenceAt(w.o.Config.Margin) {
 		w.fence(ctx, fmt.Sprintf("no renewal of lease %s acknowledged in time", w.lease))
 	}
 	if w.fencing {
@@ -160,7 +179,7 @@ func (w *Watchdog) wake(now time.Duration) time.Duration {
 		// another round of killing while fencing) is due.
 		wait = w.o.Config.RenewInterval
 	}
-	if w.lease != 0 && !w.fencing {
+	if w.lease != 0 && !w.fencing && w.resumed != lease.SessionStopped {
 		wait = min(wait, w.deadline.FenceAt(w.o.Config.Margin)-now)
 	}
 	return max(wait, 0)
@@ -180,6 +199,7 @@ func (w *Watchdog) resume() {
 	// sent at that moment.
 	w.deadline = Deadline{Sent: time.Duration(s.Deadline)}
 	w.fencing = s.State == lease.SessionFencing
+	w.resumed = s.State
 	w.o.Log.Info("resuming session from the session file", "lease", s.Lease.String(), "state", string(s.State),
 		"deadline_in", (time.Duration(s.Deadline) - w.o.Clock.Now()).String())
 }
@@ -234,6 +254,13 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 	switch {
 	case errors.Is(r.err, lease.ErrHostTaken):
 		return fmt.Errorf("%w: %v", ErrFatal, r.err)
+	case errors.Is(r.err, lease.ErrNoSession) && !r.fresh && r.id == w.lease && w.resumed == lease.SessionStopped:
+		// We stopped cleanly and were away longer than the TTL: our
+		// unfenced record kept the guests it lists from every other host.
+		w.o.Log.Warn("the session left at the last stop has expired: re-claiming the guests our unfenced record lists, killing any other",
+			"lease", w.lease.String())
+		w.lease, w.recovering, w.resumed = 0, true, ""
+		return nil
 	case errors.Is(r.err, lease.ErrNoSession) && !r.fresh && r.id == w.lease && !w.fencing:
 		// etcd says the lease is gone: our keys are gone, someone may
 		// start our guests now. Do not wait for the deadline.
@@ -248,6 +275,12 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 		return nil
 	}
 	d := Deadline{Sent: r.sent, TTL: r.ttl}
+	if !r.fresh && w.resumed != "" {
+		// The resumed session is alive: we are back in time, nothing ran
+		// unprotected; the unfenced record (if we left one) goes.
+		w.resumed = ""
+		w.clearUnfenced(ctx)
+	}
 	if r.fresh {
 		// A new session: fencing ends, the old deadline no longer binds.
 		old := w.lease
@@ -259,7 +292,76 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 	if w.fencing {
 		return nil
 	}
+	if r.fresh && w.recovering {
+		w.recover(ctx)
+	}
+	if r.fresh && w.resumed != "" {
+		// A fresh session after a resumed one died (crash, or fencing):
+		// any leftover unfenced record of ours is void, its guests dead.
+		w.resumed = ""
+		w.clearUnfenced(ctx)
+	}
+	w.active.Store(&lease.Holder{Host: w.o.Host, Lease: w.lease})
 	return w.writeSession(lease.SessionOK)
+}
+
+// recover runs once the first session after an expired clean stop exists:
+// each running guest our unfenced record lists is claimed again (it was
+// kept from every other host, so nobody can hold it), any other is killed
+// (nobody kept it safe: someone else may run it by now). Only then does
+// the record go, so the listed guests are never free.
+func (w *Watchdog) recover(ctx context.Context) {
+	w.recovering = false
+	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+	defer cancel()
+	u, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	if err != nil {
+		// Cannot tell which guests were kept safe: kill them all.
+		w.o.Log.Error("cannot read our unfenced record; killing every guest", "err", err.Error())
+		w.killAll(ctx, "recover")
+		return
+	}
+	listed := map[string]lease.UnfencedGuest{}
+	for _, g := range u.Guests {
+		listed[g.UUID] = g
+	}
+	gs, err := w.o.Guests.Running(ctx)
+	if err != nil {
+		w.o.Log.Error("recover: cannot list guests", "err", err.Error())
+	}
+	var kill []Guest
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	for _, g := range gs {
+		lg, ok := listed[g.UUID]
+		if !ok {
+			kill = append(kill, g)
+			continue
+		}
+		if _, err := w.o.Sessions.Claim(ctx, h, lease.Claim{UUID: g.UUID, Name: lg.Name, Disks: lg.Disks}); err != nil {
+			w.o.Log.Error("recover: cannot re-claim a guest our unfenced record kept", "domain", lg.Name, "err", err.Error())
+			kill = append(kill, g)
+			continue
+		}
+		w.o.Log.Info("recover: re-claimed", "domain", lg.Name, "uuid", g.UUID)
+	}
+	w.kill(ctx, kill, "not kept safe while the watchdog was away")
+	if ok {
+		if err := w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev); err != nil {
+			w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+		}
+	}
+}
+
+func (w *Watchdog) clearUnfenced(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+	defer cancel()
+	_, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	if err == nil && ok {
+		err = w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
+	}
+	if err != nil {
+		w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+	}
 }
 
 func (w *Watchdog) writeSession(state lease.SessionState) error {
@@ -274,19 +376,26 @@ func (w *Watchdog) writeSession(state lease.SessionState) error {
 // fence kills every managed guest of this host. It never waits on etcd.
 func (w *Watchdog) fence(ctx context.Context, reason string) {
 	w.fencing = true
+	w.active.Store(nil)
 	w.writeSession(lease.SessionFencing)
 	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
 		"t", w.rel())
 	w.killAll(ctx, reason)
 }
 
-// killAll kills every running managed guest, leaving a kill marker first so
-// that the hook's release can tell this stop from a clean one.
+// killAll kills every running managed guest.
 func (w *Watchdog) killAll(ctx context.Context, why string) {
 	gs, err := w.o.Guests.Running(ctx)
 	if err != nil {
 		w.o.Log.Error("fencing: cannot list guests", "err", err.Error(), "t", w.rel())
 	}
+	w.kill(ctx, gs, why)
+}
+
+// kill kills gs, leaving a kill marker for each first so that the hook's
+// release can tell this stop from a clean one (an HA guest's intent stays
+// running).
+func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) {
 	if len(gs) == 0 {
 		return
 	}
@@ -304,9 +413,9 @@ func (w *Watchdog) killAll(ctx context.Context, why string) {
 			alive = alive || s.UUID == g.UUID
 		}
 		if alive {
-			w.o.Log.Error("fencing: guest survived SIGKILL", "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
+			w.o.Log.Error("guest survived SIGKILL", "why", why, "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
 		} else {
-			w.o.Log.Warn("fencing: killed", "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
+			w.o.Log.Warn("killed", "why", why, "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
 		}
 	}
 }
@@ -320,9 +429,14 @@ func (w *Watchdog) rel() string {
 	return (w.o.Clock.Now() - w.deadline.At()).Round(time.Millisecond).String()
 }
 
-// stop ends Run on SIGTERM.
+// stop ends Run on SIGTERM. With no guest it revokes the session. With
+// guests it keeps the session (a restart is expected), lists them with
+// their disks in PREFIX/unfenced/HOST (which keeps them from every other
+// host, and from HA restart, until we are back or an operator clears it),
+// and marks the session file stopped so that no new guest starts here.
 func (w *Watchdog) stop() error {
 	w.o.Notify("STOPPING=1")
+	w.active.Store(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
 	defer cancel()
 	if w.lease == 0 {
@@ -339,7 +453,30 @@ func (w *Watchdog) stop() error {
 		return nil
 	}
 	w.writeSession(lease.SessionStopped)
-	w.o.Log.Warn("stopping with guests running: keeping the session for a restart; nothing fences this host until the watchdog is back",
+	if w.fencing {
+		return nil
+	}
+	u := lease.Unfenced{Since: time.Now().UTC().Truncate(time.Second)}
+	held, herr := w.o.Sessions.Held(ctx, lease.Holder{Host: w.o.Host, Lease: w.lease})
+	disks := map[string][]string{}
+	for _, d := range held {
+		disks[d.UUID] = d.Disks
+	}
+	for _, g := range gs {
+		u.Guests = append(u.Guests, lease.UnfencedGuest{UUID: g.UUID, Name: g.Name, Disks: disks[g.UUID]})
+	}
+	if herr == nil {
+		herr = w.o.Sessions.SetUnfenced(ctx, w.o.Host, u)
+	}
+	if herr != nil {
+		// Without the record the guests are safe only until the lease
+		// expires: the returning watchdog must fence at the old deadline.
+		w.writeSession(lease.SessionOrphaned)
+		w.o.Log.Error("stopping with guests running, and could not record them as unfenced: they are protected only until the session expires",
+			"guests", len(gs), "err", herr.Error(), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
+		return nil
+	}
+	w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
 		"lease", w.lease.String(), "guests", len(gs), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
 	return nil
 }

@@ -26,6 +26,9 @@ const (
 	// SessionStopped: the watchdog exited and kept the lease for a
 	// restart; no new guest may start until it is back.
 	SessionStopped SessionState = "stopped"
+	// SessionOrphaned: the watchdog exited with guests running and could
+	// not record them as unfenced; its return fences at the old deadline.
+	SessionOrphaned SessionState = "orphaned"
 )
 
 // Session is the content of /run/virtlease/session, rewritten atomically
