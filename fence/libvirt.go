@@ -84,16 +84,9 @@ const maxIdleConns = 2
 // host). libvirt's pid files are looked for in the socket's directory
 // (/run/libvirt/qemu/NAME.pid).
 func DialLibvirt(ctx context.Context, uri string) (*Libvirt, error) {
-	sock, remote, err := parseLibvirtURI(uri)
+	l, err := NewLibvirt(uri)
 	if err != nil {
 		return nil, err
-	}
-	l := &Libvirt{
-		socket:  sock,
-		remote:  remote,
-		runDir:  filepath.Dir(sock),
-		procDir: "/proc",
-		all:     map[*lvConn]struct{}{},
 	}
 	c, err := l.dial(ctx)
 	if err != nil {
@@ -102,6 +95,23 @@ func DialLibvirt(ctx context.Context, uri string) (*Libvirt, error) {
 	l.all[c] = struct{}{}
 	l.idle = append(l.idle, c)
 	return l, nil
+}
+
+// NewLibvirt is DialLibvirt without the first connection: every call dials
+// when it needs to. The watchdog starts before libvirtd (so that guests
+// libvirt autostarts find a session), so it cannot wait for one.
+func NewLibvirt(uri string) (*Libvirt, error) {
+	sock, remote, err := parseLibvirtURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	return &Libvirt{
+		socket:  sock,
+		remote:  remote,
+		runDir:  filepath.Dir(sock),
+		procDir: "/proc",
+		all:     map[*lvConn]struct{}{},
+	}, nil
 }
 
 // LibvirtRunDir returns libvirt's state directory for uri (as DialLibvirt

@@ -164,6 +164,9 @@ func (s *sim) Claim(_ context.Context, h lease.Holder, c lease.Claim) (lease.Cla
 	s.logf("etcd: %s claims %s", h, c.Name)
 	return lease.ClaimResult{}, nil
 }
+func (s *sim) Release(context.Context, lease.Holder, string, []string, *lease.Intent) (int, error) {
+	return 0, nil
+}
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {

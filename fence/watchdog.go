@@ -28,6 +28,7 @@ type Sessions interface {
 	Revoke(ctx context.Context, id lease.ID) error
 	Register(ctx context.Context, rec lease.HostRecord) error
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
+	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)
 	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
 	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)
@@ -53,6 +54,8 @@ type Options struct {
 	Sessions Sessions
 	Guests   Guests
 	Log      *slog.Logger
+	// Reconcile, when set, runs the reconcile loop beside the fence loop.
+	Reconcile *ReconcileOptions
 	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
 	// "STOPPING=1"); nil means none.
 	Notify func(state string)
@@ -123,6 +126,11 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	w.resume()
 	w.launch = func(req renewal) {
 		go func() { w.results <- w.renew(ctx, req) }()
+	}
+	if w.o.Reconcile != nil {
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go w.reconcile(rctx, *w.o.Reconcile)
 	}
 	ready := false
 	for {

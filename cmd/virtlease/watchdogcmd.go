@@ -47,16 +47,11 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}
 	defer closeFn()
 
-	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	lv, err := fence.DialLibvirt(lctx, cfg.Libvirt.URI)
-	cancel()
+	lv, err := fence.NewLibvirt(cfg.Libvirt.URI)
 	if err != nil {
-		// Fencing does not need libvirtd (it kills from /proc); tidy-up does.
-		log.Warn("libvirtd not reachable now; fencing still works from /proc", "uri", cfg.Libvirt.URI, "err", err.Error())
-		lv = nil
-	} else {
-		defer lv.Close()
+		return exit(hook.ExitUsage, fmt.Errorf("libvirt.uri: %w", err))
 	}
+	defer lv.Close()
 	w := fence.New(fence.Options{
 		Config:   fc,
 		Host:     cfg.Host,
@@ -65,9 +60,13 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		BootID:   bootID,
 		Clock:    bootClock{},
 		Sessions: store,
-		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: "/run/libvirt", Libvirt: lv},
-		Log:      log,
-		Notify:   func(s string) { daemon.SdNotify(false, s) },
+		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
+		Reconcile: &fence.ReconcileOptions{
+			Domains: lv,
+			Parse:   parseClaim,
+		},
+		Log:    log,
+		Notify: func(s string) { daemon.SdNotify(false, s) },
 	})
 	log.Info("watchdog starting", "ttl", fc.TTL.String(), "renew_interval", fc.RenewInterval.String(), "margin", fc.Margin.String(),
 		"endpoints", fmt.Sprint(cfg.Etcd.Endpoints))
@@ -76,4 +75,13 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return exit(hook.ExitUsage, err)
 	}
 	return err
+}
+
+// parseClaim turns a live domain XML into its claim, for the reconciler.
+func parseClaim(xml string) (lease.Claim, bool, error) {
+	d, err := hook.ParseDomain([]byte(xml))
+	if err != nil {
+		return lease.Claim{}, false, err
+	}
+	return lease.Claim{UUID: d.UUID, Name: d.Name, Disks: d.DiskIDs()}, d.Mode != hook.ModeOff, nil
 }

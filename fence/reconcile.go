@@ -1,0 +1,162 @@
+package fence
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// Domains is what the reconciler asks of libvirt.
+type Domains interface {
+	Running(ctx context.Context, withXML bool) ([]Guest, error)
+	State(ctx context.Context, uuid string) (active, hasJob bool, err error)
+	Events(ctx context.Context) (<-chan LifecycleEvent, error)
+}
+
+// ReconcileOptions turns on the reconcile loop: every Interval, and at
+// every libvirt lifecycle event, the guests libvirt runs are compared with
+// the keys in etcd.
+type ReconcileOptions struct {
+	Interval time.Duration // default 5s
+	// Grace is how long a key of ours may name a domain libvirt reports
+	// inactive with no job before it is deleted. Default 30s.
+	Grace   time.Duration
+	Domains Domains
+	// Parse turns a live domain XML into its claim; managed is false for
+	// domains that opted out (mode off).
+	Parse func(xml string) (c lease.Claim, managed bool, err error)
+}
+
+// reconcile runs until ctx ends. It does nothing while the session is not
+// ok (fencing, recovering, none): only the fence loop acts then.
+//
+//   - a running guest whose keys another host holds is killed, unless it
+//     is an incoming live migration (it waits for the hand-off);
+//   - a running guest with no key is claimed (adopted: a rollout onto a
+//     running cluster, a start the hook did not see); hot-plugged disks are
+//     claimed the same way, and a refused disk claim means two writers:
+//     the guest is killed;
+//   - a key of ours whose domain libvirt reports inactive with no job for
+//     longer than Grace is deleted (a stop whose hook could not reach etcd).
+func (w *Watchdog) reconcile(ctx context.Context, o ReconcileOptions) {
+	if o.Interval <= 0 {
+		o.Interval = 5 * time.Second
+	}
+	if o.Grace <= 0 {
+		o.Grace = 30 * time.Second
+	}
+	inactiveSince := map[string]time.Time{}
+	events := w.lifecycleEvents(ctx, o.Domains)
+	t := time.NewTicker(o.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-events:
+		}
+		h := w.active.Load()
+		if h == nil {
+			continue
+		}
+		w.reconcileOnce(ctx, o, *h, inactiveSince)
+	}
+}
+
+// lifecycleEvents merges libvirt's events into one channel, reconnecting
+// when libvirtd restarts; a dropped event only delays a reconcile to the
+// next tick.
+func (w *Watchdog) lifecycleEvents(ctx context.Context, d Domains) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	go func() {
+		for ctx.Err() == nil {
+			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ch, err := d.Events(ectx)
+			cancel()
+			if err != nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(5 * time.Second):
+				}
+				continue
+			}
+			for range ch {
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h lease.Holder, inactiveSince map[string]time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	guests, err := o.Domains.Running(ctx, true)
+	if err != nil {
+		w.o.Log.Warn("reconcile: cannot list guests", "err", err.Error())
+		return
+	}
+	running := map[string]bool{}
+	for _, g := range guests {
+		running[g.UUID] = true
+		c, managed, err := o.Parse(g.XML)
+		if err != nil || !managed {
+			continue
+		}
+		if from, err := os.ReadFile(filepath.Join(w.o.StateDir, "incoming", g.UUID)); err == nil {
+			c.IncomingFrom = strings.TrimSpace(string(from))
+		}
+		r, err := w.o.Sessions.Claim(ctx, h, c)
+		var held *lease.HeldError
+		switch {
+		case err == nil && r.Written > 0:
+			w.o.Log.Info("reconcile: claimed keys for a running guest", "domain", g.Name, "uuid", g.UUID, "keys", r.Written)
+		case errors.As(err, &held) && c.IncomingFrom != "":
+			// An incoming migration not yet handed over (or one that
+			// failed: libvirt is killing it). Not ours to judge.
+		case errors.As(err, &held) && w.active.Load() != nil:
+			w.o.Log.Warn("reconcile: a guest runs here that another host holds: killing it", "domain", g.Name, "uuid", g.UUID, "conflict", held.Error())
+			w.kill(ctx, []Guest{g}, "reconcile: "+held.Error())
+		case err != nil:
+			w.o.Log.Warn("reconcile: cannot check a guest", "domain", g.Name, "err", err.Error())
+		}
+	}
+	held, err := w.o.Sessions.Held(ctx, h)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, d := range held {
+		if running[d.UUID] {
+			delete(inactiveSince, d.UUID)
+			continue
+		}
+		active, job, err := o.Domains.State(ctx, d.UUID)
+		if err != nil || active || job {
+			delete(inactiveSince, d.UUID)
+			continue
+		}
+		first, ok := inactiveSince[d.UUID]
+		if !ok {
+			inactiveSince[d.UUID] = now
+			continue
+		}
+		if now.Sub(first) < o.Grace {
+			continue
+		}
+		if n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, nil); err == nil && n > 0 {
+			w.o.Log.Info("reconcile: released the keys of a domain that is not running here", "domain", d.Name, "uuid", d.UUID, "keys", n)
+			delete(inactiveSince, d.UUID)
+		}
+	}
+}
