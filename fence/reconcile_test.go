@@ -1,0 +1,115 @@
+package fence
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/tests/v3/framework/integration"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// fakeDomains is libvirt with a fixed list of running guests; every other
+// domain is inactive with no job.
+type fakeDomains struct{ running []Guest }
+
+func (f *fakeDomains) Running(context.Context, bool) ([]Guest, error) { return f.running, nil }
+func (f *fakeDomains) State(_ context.Context, uuid string) (bool, bool, error) {
+	return slices.ContainsFunc(f.running, func(g Guest) bool { return g.UUID == uuid }), false, nil
+}
+func (f *fakeDomains) Events(context.Context) (<-chan LifecycleEvent, error) { return nil, nil }
+
+// recordingGuests records kills.
+type recordingGuests struct{ killed []string }
+
+func (r *recordingGuests) Running(context.Context) ([]Guest, error) { return nil, nil }
+func (r *recordingGuests) Kill(_ context.Context, gs []Guest) []Guest {
+	for _, g := range gs {
+		r.killed = append(r.killed, g.Name)
+	}
+	return nil
+}
+
+func TestReconcile(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	sess := func(host string) lease.Holder {
+		id, _, err := store.Grant(ctx, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
+			t.Fatal(err)
+		}
+		return lease.Holder{Host: host, Lease: id}
+	}
+	a, b := sess("host-a"), sess("host-b")
+	claim := func(h lease.Holder, uuid, name string, disks ...string) {
+		if _, err := store.Claim(ctx, h, lease.Claim{UUID: uuid, Name: name, Disks: disks}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim(b, "u-elsewhere", "elsewhere")              // runs here too: two hosts
+	claim(b, "u-incoming", "incoming")                // migrating to host-a
+	claim(a, "u-mine", "mine", "disk/mine")           // mine, running
+	claim(a, "u-stale", "stale", "disk/stale")        // mine, not running here any more
+	claim(b, "u-other-disk", "other-disk", "disk/hp") // holds a disk host-a's guest hot-plugged
+	if _, err := store.RecordMigration(ctx, a, "u-incoming", "incoming"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "incoming"), 0o755)
+	os.WriteFile(filepath.Join(dir, "incoming", "u-incoming"), []byte("host-b\n"), 0o644)
+
+	disks := map[string][]string{"u-mine": {"disk/mine", "disk/new"}, "u-hotplug": {"disk/hp"}}
+	doms := &fakeDomains{running: []Guest{
+		{UUID: "u-elsewhere", Name: "elsewhere"}, {UUID: "u-incoming", Name: "incoming"},
+		{UUID: "u-mine", Name: "mine"}, {UUID: "u-adopt", Name: "adopt"}, {UUID: "u-hotplug", Name: "hotplug"},
+		{UUID: "u-off", Name: "off"},
+	}}
+	for i := range doms.running {
+		doms.running[i].XML = doms.running[i].UUID
+	}
+	opts := ReconcileOptions{Domains: doms, Grace: time.Nanosecond, Parse: func(xml string) (lease.Claim, bool, error) {
+		return lease.Claim{UUID: xml, Name: xml[2:], Disks: disks[xml]}, xml != "u-off", nil
+	}}
+	kills := &recordingGuests{}
+	w := New(Options{Config: testConfig, Host: "host-a", StateDir: dir, Sessions: store, Guests: kills,
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&a)
+	since := map[string]time.Time{}
+	w.reconcileOnce(ctx, opts, a, since) // notes u-stale inactive
+	time.Sleep(time.Millisecond)
+	w.reconcileOnce(ctx, opts, a, since) // past the grace: releases it
+
+	slices.Sort(kills.killed)
+	kills.killed = slices.Compact(kills.killed) // a killed guest stays listed until libvirt notices
+	if want := []string{"elsewhere", "hotplug"}; !slices.Equal(kills.killed, want) {
+		t.Errorf("killed %v, want %v (held elsewhere, and a hot-plugged disk another host writes)", kills.killed, want)
+	}
+	for uuid, want := range map[string]string{"u-adopt": "host-a", "u-mine": "host-a", "u-incoming": "host-b", "u-stale": "", "u-off": ""} {
+		rec, err := store.Holding(ctx, uuid)
+		got := ""
+		if rec != nil {
+			got = rec.Host
+		}
+		if err != nil || got != want {
+			t.Errorf("%s held by %q, want %q (%v)", uuid, got, want, err)
+		}
+	}
+	held, _ := store.Held(ctx, a)
+	for _, d := range held {
+		if d.UUID == "u-mine" && !slices.Contains(d.Disks, "disk/new") {
+			t.Errorf("hot-plugged disk/new not claimed: %v", d.Disks)
+		}
+	}
+}
