@@ -111,8 +111,12 @@ type sim struct {
 	latency     time.Duration // one way
 	replyDelay  time.Duration // extra, on the way back only
 
-	guests     map[string]bool // name → unkillable
-	unfenced   *lease.Unfenced
+	guests   map[string]bool // name → unkillable
+	unfenced *lease.Unfenced
+	// hardware watchdog device model
+	device     bool // configured
+	armed      bool // opened and not disarmed
+	lastPet    time.Duration
 	replies    []pending
 	violations int
 	restarts   int
@@ -193,6 +197,19 @@ func (s *sim) ClearUnfenced(context.Context, string, int64) error {
 	return nil
 }
 
+// The sim is also the device: it resets the machine when not petted in time.
+func (s *sim) Pet() error {
+	s.armed, s.lastPet = true, s.now
+	return nil
+}
+func (s *sim) Close(disarm bool) error {
+	if disarm {
+		s.armed = false
+		s.logf("device: disarmed")
+	}
+	return nil
+}
+
 func unfencedNames(u lease.Unfenced) []string {
 	var n []string
 	for _, g := range u.Guests {
@@ -251,6 +268,10 @@ func (s *sim) newWatchdog(dir string) *Watchdog {
 	h := slog.New(&simHandler{s: s})
 	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "sim", StateDir: dir, BootID: "boot",
 		Clock: simClock{s}, Guests: s, Sessions: s, Log: h})
+	if s.device {
+		w.o.Device = s
+		s.armed, s.lastPet = true, s.now // opening the device arms it
+	}
 	w.launch = func(r renewal) { s.send(w, r) }
 	w.resume()
 	w.nextRenew = s.now
@@ -262,6 +283,11 @@ func simulate(t *testing.T, text string) (string, int) {
 	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]bool{}}
 	dir := t.TempDir()
 	ctx := context.Background()
+	for _, st := range steps {
+		if st.at == 0 && st.verb == "device" {
+			s.device = true
+		}
+	}
 	w := s.newWatchdog(dir)
 	wakeAt := time.Duration(0)
 	for s.now <= end {
@@ -280,10 +306,15 @@ func simulate(t *testing.T, text string) (string, int) {
 				return s.log.String(), s.violations
 			}
 		}
+		if s.armed && s.now-s.lastPet >= DefaultConfig().DeviceTimeout() {
+			s.logf("device: not petted for %v: machine reset, guests %v gone", s.now-s.lastPet, names(s.guestList()))
+			s.guests, s.armed, s.replies, w = map[string]bool{}, false, nil, nil
+		}
 		s.checkExpiry()
 		wakeAt = end + 1
 		if w != nil {
 			w.tick(ctx, s.now)
+			w.pet() // as Run does after every wake-up
 			wakeAt = s.now + w.wake(s.now)
 		}
 		// Advance to the next event.
@@ -298,6 +329,9 @@ func simulate(t *testing.T, text string) (string, int) {
 			if exp > s.now {
 				next = min(next, exp)
 			}
+		}
+		if s.armed {
+			next = min(next, s.lastPet+DefaultConfig().DeviceTimeout())
 		}
 		next = min(next, max(wakeAt, s.now+time.Millisecond))
 		s.now = next
@@ -371,6 +405,10 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 		*w = nil
 	case "start":
 		*w = s.newWatchdog(dir)
+	case "device":
+		// Configure a hardware watchdog device; takes effect at the next
+		// watchdog start (put it at 0s to have it from the beginning).
+		s.device = true
 	case "expect-violation":
 	default:
 		s.t.Fatalf("unknown step %q", st.verb)

@@ -54,6 +54,9 @@ type Options struct {
 	Sessions Sessions
 	Guests   Guests
 	Log      *slog.Logger
+	// Device, when set, is the hardware watchdog (already opened with
+	// Config.DeviceTimeout).
+	Device Device
 	// Reconcile, when set, runs the reconcile loop beside the fence loop.
 	Reconcile *ReconcileOptions
 	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
@@ -87,6 +90,8 @@ type Watchdog struct {
 	// the guests listed in our unfenced record are re-claimed under the
 	// next session, the others killed.
 	recovering bool
+	// guestsGone: while fencing, the last kill round found no guest left.
+	guestsGone bool
 	// active is the holder while the session is ok (nil otherwise), for
 	// the reconciler's goroutine.
 	active atomic.Pointer[lease.Holder]
@@ -152,6 +157,30 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		// The loop is alive: systemd's watchdog is about this process, not
 		// about etcd (fencing is our own business).
 		w.o.Notify("WATCHDOG=1")
+		w.pet()
+	}
+}
+
+// pet pets the hardware watchdog while that is safe: the last
+// acknowledged renewal was sent less than 2 × renew_interval ago, or we are
+// fencing and no guest is left. Then a dead or stuck daemon resets the
+// machine ≥ 1 s before etcd can expire the session, a fence has
+// margin − 1 s to finish before the device fires, and a partitioned host
+// whose guests are dead stays up.
+func (w *Watchdog) pet() {
+	if w.o.Device == nil {
+		return
+	}
+	now := w.o.Clock.Now()
+	ok := w.lease != 0 && !w.fencing && w.resumed == "" && now-w.deadline.Sent < 2*w.o.Config.RenewInterval
+	if w.fencing && w.guestsGone {
+		ok = true
+	}
+	if !ok {
+		return
+	}
+	if err := w.o.Device.Pet(); err != nil {
+		w.o.Log.Error("cannot pet the hardware watchdog", "err", err.Error())
 	}
 }
 
@@ -397,15 +426,16 @@ func (w *Watchdog) killAll(ctx context.Context, why string) {
 	if err != nil {
 		w.o.Log.Error("fencing: cannot list guests", "err", err.Error(), "t", w.rel())
 	}
-	w.kill(ctx, gs, why)
+	survivors := w.kill(ctx, gs, why)
+	w.guestsGone = err == nil && len(survivors) == 0
 }
 
 // kill kills gs, leaving a kill marker for each first so that the hook's
 // release can tell this stop from a clean one (an HA guest's intent stays
 // running).
-func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) {
+func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) (survivors []Guest) {
 	if len(gs) == 0 {
-		return
+		return nil
 	}
 	for _, g := range gs {
 		p := filepath.Join(w.o.StateDir, "killed", g.UUID)
@@ -414,7 +444,7 @@ func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) {
 	}
 	kctx, cancel := context.WithTimeout(ctx, w.o.Config.Margin)
 	defer cancel()
-	survivors := w.o.Guests.Kill(kctx, gs)
+	survivors = w.o.Guests.Kill(kctx, gs)
 	for _, g := range gs {
 		alive := false
 		for _, s := range survivors {
@@ -426,6 +456,7 @@ func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) {
 			w.o.Log.Warn("killed", "why", why, "domain", g.Name, "uuid", g.UUID, "pid", g.PID, "t", w.rel())
 		}
 	}
+	return survivors
 }
 
 // rel is now relative to the session deadline, for logs: "-3.012s" means
@@ -448,6 +479,9 @@ func (w *Watchdog) stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
 	defer cancel()
 	if w.lease == 0 {
+		if w.o.Device != nil {
+			w.o.Device.Close(true)
+		}
 		return nil
 	}
 	gs, err := w.o.Guests.Running(ctx)
@@ -458,7 +492,15 @@ func (w *Watchdog) stop() error {
 			w.o.Log.Info("no guests: session revoked", "lease", w.lease.String())
 		}
 		os.Remove(w.sessionPath())
+		if w.o.Device != nil {
+			w.o.Device.Close(true)
+		}
 		return nil
+	}
+	if w.o.Device != nil {
+		// Keep it counting: if we are not back in time, it resets the
+		// machine before the session can expire.
+		w.o.Device.Close(false)
 	}
 	w.writeSession(lease.SessionStopped)
 	if w.fencing {

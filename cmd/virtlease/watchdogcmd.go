@@ -34,8 +34,16 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if err := fc.Validate(); err != nil {
 		return exit(hook.ExitUsage, err)
 	}
+	var dev fence.Device
 	if cfg.Fence.HardwareWatchdog == "" {
 		log.Warn("no hardware watchdog configured (fence.hardware_watchdog): if this process dies, nothing fences this host's guests")
+	} else {
+		d, err := fence.OpenDevice(cfg.Fence.HardwareWatchdog, fc.DeviceTimeout())
+		if err != nil {
+			return exit(hook.ExitUsage, err)
+		}
+		dev = d
+		log.Info("hardware watchdog armed", "device", cfg.Fence.HardwareWatchdog, "timeout", fc.DeviceTimeout().String())
 	}
 	bootID, err := lease.BootID()
 	if err != nil {
@@ -67,6 +75,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		},
 		Log:    log,
 		Notify: func(s string) { daemon.SdNotify(false, s) },
+		Device: dev,
 	})
 	log.Info("watchdog starting", "ttl", fc.TTL.String(), "renew_interval", fc.RenewInterval.String(), "margin", fc.Margin.String(),
 		"endpoints", fmt.Sprint(cfg.Etcd.Endpoints))
