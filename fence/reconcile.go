@@ -76,21 +76,26 @@ func (w *Watchdog) lifecycleEvents(ctx context.Context, d Domains) <-chan struct
 	out := make(chan struct{}, 1)
 	go func() {
 		for ctx.Err() == nil {
-			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ch, err := d.Events(ectx)
-			cancel()
-			if err != nil {
+			// The subscription lives as long as ctx: its channel closes
+			// when ctx ends or libvirtd goes away.
+			subscribed := time.Now()
+			ch, err := d.Events(ctx)
+			if err == nil {
+				for range ch {
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				}
+			}
+			// Never re-subscribe in a tight loop: libvirtd 9.0 crashed
+			// under rapid event register/deregister churn in the lab.
+			wait := 5*time.Second - time.Since(subscribed)
+			if wait > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(5 * time.Second):
-				}
-				continue
-			}
-			for range ch {
-				select {
-				case out <- struct{}{}:
-				default:
+				case <-time.After(wait):
 				}
 			}
 		}

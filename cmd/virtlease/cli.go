@@ -30,6 +30,8 @@ func (e *exitError) Unwrap() error { return e.err }
 func exit(code int, err error) error { return &exitError{code: code, err: err} }
 
 func runCLI(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	// --config is accepted before or after the command name.
+	configFlag := &cli.StringFlag{Name: "config", Usage: "config file (default $VIRTLEASE_CONFIG or /etc/virtlease/config.yaml)"}
 	app := &cli.App{
 		Name:  "virtlease",
 		Usage: "run each libvirt guest on one host only, with etcd leases",
@@ -41,10 +43,8 @@ can expire (virtlease watchdog).`,
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Usage: "config file (default $VIRTLEASE_CONFIG or /etc/virtlease/config.yaml)"},
-		},
-		ExitErrHandler: func(*cli.Context, error) {},
+		Flags:           []cli.Flag{configFlag},
+		ExitErrHandler:  func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
 				Name:      "hook",
@@ -59,7 +59,7 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 					if len(a) > 0 && a[0] == "qemu" {
 						a = a[1:]
 					}
-					if code := runHook(a, c.App.Reader, c.App.ErrWriter, getenv, c.String("config"), defaultStateDir); code != 0 {
+					if code := runHook(a, c.App.Reader, c.App.ErrWriter, getenv, configPath(c), defaultStateDir); code != 0 {
 						return exit(code, nil)
 					}
 					return nil
@@ -70,6 +70,7 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 				Usage: "hold this host's etcd session and fence its guests before it can expire",
 				Description: `Runs in the foreground (systemd unit virtlease-watchdog.service).
    virtlease watchdog --config /etc/virtlease/config.yaml`,
+				Flags: []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error {
 					cfg, err := loadValid(c, getenv)
 					if err != nil {
@@ -89,6 +90,7 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
    virtlease status web1       # one domain (by name or UUID); exit 1 when nobody holds it
    virtlease status --json     # stable JSON for scripts`,
 				Flags: []cli.Flag{
+					configFlag,
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 					&cli.StringFlag{Name: "host", Usage: "only this host's domains"},
 				},
@@ -128,7 +130,7 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 // loadValid loads and validates the config named by --config (or the
 // default lookup); a problem is exit 2.
 func loadValid(c *cli.Context, getenv func(string) string) (Config, error) {
-	cfg, err := LoadConfig(c.String("config"), getenv)
+	cfg, err := LoadConfig(configPath(c), getenv)
 	if err == nil {
 		err = cfg.Validate()
 	}
@@ -136,6 +138,16 @@ func loadValid(c *cli.Context, getenv func(string) string) (Config, error) {
 		return cfg, exit(hook.ExitUsage, err)
 	}
 	return cfg, nil
+}
+
+// configPath is --config as given before or after the command name.
+func configPath(c *cli.Context) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("config") {
+			return ctx.String("config")
+		}
+	}
+	return ""
 }
 
 // dial connects to etcd as the config says.
