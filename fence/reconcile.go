@@ -129,7 +129,7 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		case errors.As(err, &held) && c.IncomingFrom != "":
 			// An incoming migration not yet handed over (or one that
 			// failed: libvirt is killing it). Not ours to judge.
-		case errors.As(err, &held) && w.active.Load() != nil:
+		case errors.As(err, &held) && w.stillActive(h):
 			w.o.Log.Warn("reconcile: a guest runs here that another host holds: killing it", "domain", g.Name, "uuid", g.UUID, "conflict", held.Error())
 			w.kill(ctx, []Guest{g}, "reconcile: "+held.Error())
 		case err != nil:
@@ -164,4 +164,11 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			delete(inactiveSince, d.UUID)
 		}
 	}
+}
+
+// stillActive reports whether h is still the ok session: a reconcile pass
+// that began under an older session (or before a fence) must not act.
+func (w *Watchdog) stillActive(h lease.Holder) bool {
+	cur := w.active.Load()
+	return cur != nil && *cur == h
 }
