@@ -57,6 +57,8 @@ type Options struct {
 	// Device, when set, is the hardware watchdog (already opened with
 	// Config.DeviceTimeout).
 	Device Device
+	// HA, when set, runs the HA restarter beside the fence loop.
+	HA *HAOptions
 	// Reconcile, when set, runs the reconcile loop beside the fence loop.
 	Reconcile *ReconcileOptions
 	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
@@ -136,6 +138,11 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go w.reconcile(rctx, *w.o.Reconcile)
+	}
+	if w.o.HA != nil {
+		hctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go w.restarter(hctx, *w.o.HA)
 	}
 	ready := false
 	for {

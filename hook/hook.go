@@ -196,6 +196,9 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		return err
 	}
 	os.Remove(refused)
+	// A kill marker from an earlier run must not make this run's clean
+	// stop look like the watchdog's doing.
+	os.Remove(h.marker("killed", dom.UUID))
 	return nil
 }
 

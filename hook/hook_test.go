@@ -225,6 +225,21 @@ func TestHAIntentOnStop(t *testing.T) {
 		{"stopped while fencing", true, false, lease.SessionFencing, ""},
 		{"never started (failed start)", false, false, lease.SessionOK, ""},
 	}
+	t.Run("kill marker of an earlier run is cleared by the next start", func(t *testing.T) {
+		e := newEnv(t)
+		h := e.hook(t)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		dom, _ := ParseDomain(xml)
+		writeMarker(h.marker("killed", dom.UUID), "fence")
+		for _, op := range [][]string{{"prepare", "begin"}, {"started", "begin"}, {"stopped", "end"}} {
+			if err := h.Run(context.Background(), []string{"vm", op[0], op[1], "-"}, bytes.NewReader(xml)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if in := e.claims.releases[0]; in == nil || in.Want != lease.WantStopped {
+			t.Fatalf("clean stop after a fenced run did not set the intent stopped: %+v", in)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)

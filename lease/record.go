@@ -99,7 +99,9 @@ type Intent struct {
 	Restarts   int       `json:"restarts"`
 	Reason     string    `json:"reason,omitempty"`
 	Since      time.Time `json:"since"`
-	XML        string    `json:"xml,omitempty"`
+	// Window is when the current max_restarts window began: restarts
+	// count within ha.max_restarts per 10 minutes from here.
+	Window time.Time `json:"window,omitempty"`
 }
 
 // Drain is the value of PREFIX/drain/HOST.
@@ -145,4 +147,17 @@ func truncate(b []byte) string {
 		return string(b[:80]) + "…"
 	}
 	return string(b)
+}
+
+// Audit is the value of PREFIX/audit/ID (no lease): one forced operator
+// action, written in the Txn that performs it.
+type Audit struct {
+	Action      string    `json:"action"` // ActionForceRelease or ActionClearUnfenced
+	Domain      string    `json:"domain"`
+	UUID        string    `json:"uuid"`
+	Host        string    `json:"host"` // the holder, or the host whose unfenced record was cleared
+	By          string    `json:"by"`   // who ran it: USER@MACHINE
+	EvenIfAlive bool      `json:"even_if_alive"`
+	At          time.Time `json:"at"`
+	Keys        []string  `json:"keys"` // every key deleted or rewritten
 }

@@ -106,7 +106,13 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
 			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev))
 		if c.Intent != nil {
-			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(c.Intent)))
+			in := *c.Intent
+			if old := state.intent; old != nil && old.Want == WantRunning {
+				// A start by the HA restarter: keep its restart count,
+				// which bounds restarts per window.
+				in.Restarts, in.Window = old.Restarts, old.Window
+			}
+			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(in)))
 		}
 		if len(puts) == 0 {
 			return ClaimResult{Revision: resp.Header.Revision}, nil
@@ -157,11 +163,12 @@ func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
 		clientv3.OpGet(s.keys.Host(h.Host)),
 		clientv3.OpGet(s.keys.Drain(h.Host)),
 		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.Migration(s.keys.Name(keys[0].key))))
+		clientv3.OpGet(s.keys.Migration(s.keys.Name(keys[0].key))),
+		clientv3.OpGet(s.keys.Intent(s.keys.Name(keys[0].key))))
 }
 
 // extraReads is how many reads claimReads adds after the claim keys.
-const extraReads = 4
+const extraReads = 5
 
 type claimState struct {
 	keys     []claimKey
@@ -173,6 +180,7 @@ type claimState struct {
 	mig      *Migration
 	migRev   int64
 	keep     []int // keys left to a migration's source (not written)
+	intent   *Intent
 }
 
 func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.ResponseOp) (claimState, error) {
@@ -216,7 +224,20 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 		}
 		st.mig, st.migRev = &m, kvs[0].ModRevision
 	}
+	if kvs := rs[len(keys)+4].GetResponseRange().Kvs; len(kvs) > 0 {
+		in, err := decode[Intent](string(kvs[0].Key), kvs[0].Value)
+		if err == nil {
+			st.intent = &in
+		}
+	}
 	return st, nil
+}
+
+func drainedBy(d *Drain) string {
+	if d.By == "" {
+		return ""
+	}
+	return " (by " + d.By + ")"
 }
 
 // check refuses the claim unless every key is absent or mine and h may start
@@ -227,14 +248,15 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 	}
 	if c.Start && st.drain != nil {
 		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
-			Why: fmt.Sprintf("host %s is draining since %s (virtlease undrain ends it)", h.Host, st.drain.Since.UTC().Format(time.RFC3339))}
+			Why: fmt.Sprintf("host %s is draining since %s%s and takes no new guests (virtlease undrain --host %s ends it)",
+				h.Host, st.drain.Since.UTC().Format(time.RFC3339), drainedBy(st.drain), h.Host)}
 	}
 	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host
 	if c.IncomingFrom != "" && !incoming {
 		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
 			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd", c.Name, c.IncomingFrom, h.Host)}
 	}
-	if st.mig != nil && st.mig.To != h.Host {
+	if st.mig != nil && st.mig.To != h.Host && (c.Start || st.mig.From != h.Host) { // the source keeps its running guest until the hand-off
 		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
 			Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", c.Name, c.UUID, st.mig.From, st.mig.To, st.mig.Since.UTC().Format(time.RFC3339))}
 	}
@@ -411,6 +433,9 @@ func (s *Store) Register(ctx context.Context, rec HostRecord) error {
 // wrap turns etcd client errors into operator sentences; a deadline or an
 // unreachable cluster becomes ErrUnavailable.
 func (s *Store) wrap(err error, doing string) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w (no answer from %s before the deadline)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","))
 	}

@@ -69,6 +69,11 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		Clock:    bootClock{},
 		Sessions: store,
 		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
+		HA: &fence.HAOptions{
+			Store:       store,
+			Starter:     lv,
+			MaxRestarts: cfg.HA.MaxRestarts,
+		},
 		Reconcile: &fence.ReconcileOptions{
 			Domains: lv,
 			Parse:   parseClaim,

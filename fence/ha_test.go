@@ -1,0 +1,210 @@
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/tests/v3/framework/integration"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+func TestRestartOrder(t *testing.T) {
+	live := []string{"host-a", "host-b", "host-c"}
+	tests := []struct {
+		name       string
+		candidates []string
+		live       []string
+		want       []string
+	}{
+		{"hosts= order, dead ones left out", []string{"host-c", "host-x", "host-a"}, live, []string{"host-c", "host-a"}},
+		{"hosts= none alive", []string{"host-x"}, live, nil},
+		{"no live host", nil, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := restartOrder("u", tc.candidates, tc.live); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Rendezvous: every host computes the same order, and first choices
+	// spread over the hosts.
+	first := map[string]int{}
+	for i := range 300 {
+		u := fmt.Sprintf("uuid-%d", i)
+		o := restartOrder(u, nil, live)
+		if !slices.Equal(o, restartOrder(u, nil, []string{"host-c", "host-a", "host-b"})) {
+			t.Fatalf("order depends on the input order: %v", o)
+		}
+		first[o[0]]++
+	}
+	for _, h := range live {
+		if first[h] < 60 {
+			t.Errorf("host %s is first choice for only %d of 300 domains: %v", h, first[h], first)
+		}
+	}
+}
+
+// hookStarter starts a domain as libvirt would: its hook claims it.
+type hookStarter struct {
+	store *lease.Store
+	h     lease.Holder
+	fail  map[string]bool // UUIDs whose start fails here (e.g. not defined)
+	mu    *sync.Mutex
+	runs  map[string][]string // uuid → hosts that started it
+}
+
+func (s *hookStarter) Start(ctx context.Context, uuid string) error {
+	if s.fail[uuid] {
+		return errors.New("Domain not found: no domain with matching uuid")
+	}
+	in := &lease.Intent{Want: lease.WantRunning, Name: uuid}
+	if _, err := s.store.Claim(ctx, s.h, lease.Claim{UUID: uuid, Name: uuid, Start: true, Intent: in}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.runs[uuid] = append(s.runs[uuid], s.h.Host)
+	s.mu.Unlock()
+	return nil
+}
+
+func TestHARestart(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sess := func(host string) lease.Holder {
+		id, _, err := store.Grant(ctx, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
+			t.Fatal(err)
+		}
+		return lease.Holder{Host: host, Lease: id}
+	}
+	a, b, c := sess("host-a"), sess("host-b"), sess("host-c")
+	ha := func(uuid string, hosts ...string) {
+		in := &lease.Intent{Want: lease.WantRunning, Name: uuid, Candidates: hosts}
+		if _, err := store.Claim(ctx, a, lease.Claim{UUID: uuid, Name: uuid, Start: true, Intent: in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		ha(fmt.Sprintf("ha-%d", i))
+	}
+	ha("pref-c", "host-c", "host-b")
+	ha("undefined-on-b", "host-b", "host-c")
+	ha("nowhere", "host-x")
+	ha("stopped")
+	if _, err := store.Release(ctx, a, "stopped", nil, &lease.Intent{Want: lease.WantStopped, Name: "stopped"}); err != nil {
+		t.Fatal(err)
+	}
+	// A protected, non-HA guest: never restarted.
+	if _, err := store.Claim(ctx, a, lease.Claim{UUID: "plain", Name: "plain", Start: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	runs := map[string][]string{}
+	opts := func(h lease.Holder, fail map[string]bool) HAOptions {
+		return HAOptions{Store: store, Starter: &hookStarter{store: store, h: h, fail: fail, mu: &mu, runs: runs},
+			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond}
+	}
+	for _, x := range []struct {
+		h    lease.Holder
+		fail map[string]bool
+	}{{b, map[string]bool{"undefined-on-b": true}}, {c, nil}} {
+		w := New(Options{Config: testConfig, Host: x.h.Host, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		w.active.Store(&x.h)
+		go w.restarter(ctx, opts(x.h, x.fail))
+	}
+	// host-a is lost: its session ends, its keys go, intents stay running.
+	if err := store.Revoke(ctx, a.Lease); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ha-0", "ha-1", "ha-2", "ha-3", "ha-4", "pref-c", "undefined-on-b"}
+	waitUntil(t, "every HA guest restarted", 15*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, u := range want {
+			if len(runs[u]) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(time.Second) // let any duplicate attempt happen
+	mu.Lock()
+	defer mu.Unlock()
+	spread := map[string]int{}
+	for _, u := range want {
+		if len(runs[u]) != 1 {
+			t.Errorf("%s started %d times (%v), want exactly once", u, len(runs[u]), runs[u])
+		}
+		spread[runs[u][0]]++
+	}
+	if runs["pref-c"][0] != "host-c" {
+		t.Errorf("pref-c (hosts=host-c,host-b) restarted on %s", runs["pref-c"][0])
+	}
+	if runs["undefined-on-b"][0] != "host-c" {
+		t.Errorf("undefined-on-b should fall to the next candidate host-c, ran on %v", runs["undefined-on-b"])
+	}
+	if spread["host-b"] == 0 || spread["host-c"] == 0 {
+		t.Errorf("restarts not spread over the candidates: %v", spread)
+	}
+	for _, u := range []string{"stopped", "plain", "nowhere"} {
+		if len(runs[u]) != 0 {
+			t.Errorf("%s restarted on %v: it must not be", u, runs[u])
+		}
+	}
+	in, _ := store.Snapshot(ctx)
+	if got := in.Intents["undefined-on-b"]; got.Restarts != 2 || got.Want != lease.WantRunning {
+		t.Errorf("undefined-on-b intent %+v: want running with 2 restarts counted (one failed, one done)", got)
+	}
+}
+
+func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	id, _, _ := store.Grant(ctx, 30*time.Second)
+	b := lease.Holder{Host: "host-b", Lease: id}
+	store.Register(ctx, lease.HostRecord{Host: "host-b", Lease: id})
+	if _, err := clus.Client(0).Put(ctx, store.Keys().Intent("flaky"), `{"want":"running","name":"flaky","restarts":0,"since":"2026-11-25T00:00:00Z"}`); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&b)
+	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, MaxRestarts: 3,
+		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"flaky": true}, mu: &mu, runs: map[string][]string{}}})
+	waitUntil(t, "intent failed", 10*time.Second, func() bool {
+		snap, _ := store.Snapshot(ctx)
+		return snap.Intents["flaky"].Want == lease.WantFailed
+	})
+	snap, _ := store.Snapshot(ctx)
+	if in := snap.Intents["flaky"]; in.Restarts != 3 {
+		t.Fatalf("failed after %d restarts, want 3: %+v", in.Restarts, in)
+	}
+	if err := store.ResetIntent(ctx, "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ = store.Snapshot(ctx)
+	if in := snap.Intents["flaky"]; in.Want != lease.WantRunning || in.Restarts != 0 {
+		t.Fatalf("after reset: %+v", in)
+	}
+}

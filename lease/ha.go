@@ -1,0 +1,155 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Restartable is an HA domain whose intent says running and that runs
+// nowhere: no domain key, no migration record, listed in no unfenced
+// record. Its keys vanished with its holder's session (after that host
+// fenced), so a surviving host may start it.
+type Restartable struct {
+	UUID   string
+	Intent Intent
+	Rev    int64 // the intent's ModRevision, compared when acting on it
+}
+
+// HAView is what the HA restarters decide from, read at one revision.
+type HAView struct {
+	Revision    int64
+	Restartable []Restartable
+	Live        []string // live hosts that are not draining, sorted
+}
+
+// HAView reads the intents and just enough of everything else (keys only,
+// where presence is all that matters) to find the restartable domains.
+func (s *Store) HAView(ctx context.Context) (HAView, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.keys.Dir("intents"), clientv3.WithPrefix()),
+		clientv3.OpGet(s.keys.Dir("domains"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.keys.Dir("migrations"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
+		clientv3.OpGet(s.keys.Dir("hosts"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.keys.Dir("drain"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return HAView{}, s.wrap(err, "reading HA intents")
+	}
+	names := func(i int) map[string]bool {
+		m := map[string]bool{}
+		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
+			m[s.keys.Name(string(kv.Key))] = true
+		}
+		return m
+	}
+	held, migrating, hosts, draining := names(1), names(2), names(4), names(5)
+	unfenced := map[string]bool{}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		u, err := decode[Unfenced](string(kv.Key), kv.Value)
+		if err != nil {
+			continue
+		}
+		for _, g := range u.Guests {
+			unfenced[g.UUID] = true
+		}
+	}
+	v := HAView{Revision: resp.Header.Revision}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		uuid := s.keys.Name(string(kv.Key))
+		in, err := decode[Intent](string(kv.Key), kv.Value)
+		if err != nil || in.Want != WantRunning || held[uuid] || migrating[uuid] || unfenced[uuid] {
+			continue
+		}
+		v.Restartable = append(v.Restartable, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
+	}
+	for h := range hosts {
+		if !draining[h] {
+			v.Live = append(v.Live, h)
+		}
+	}
+	sort.Strings(v.Live)
+	return v, nil
+}
+
+// BeginRestart takes the next restart of r for h: it counts the restart in
+// the intent, if the intent is unchanged since r was read, the domain is
+// still held by nobody, no migration is recorded and h's session is live.
+// Past maxRestarts within window the intent becomes failed instead
+// (failed true) and nobody restarts it until an operator resets it.
+// ok false means someone else acted first: look again.
+func (s *Store) BeginRestart(ctx context.Context, h Holder, r Restartable, maxRestarts int, window time.Duration) (ok, failed bool, err error) {
+	now := s.now().UTC().Truncate(time.Second)
+	in := r.Intent
+	if in.Window.IsZero() || now.Sub(in.Window) > window {
+		in.Window, in.Restarts = now, 0
+	}
+	if in.Restarts >= maxRestarts {
+		in.Want, failed = WantFailed, true
+		in.Reason = fmt.Sprintf("gave up after %d restarts since %s (ha.max_restarts); last: %s", in.Restarts, in.Window.Format(time.RFC3339), in.Reason)
+	} else {
+		in.Restarts++
+		in.Reason = "restarting on " + h.Host
+	}
+	in.Since = now
+	tr, err := s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(s.keys.Intent(r.UUID)), "=", r.Rev),
+		clientv3.Compare(clientv3.CreateRevision(s.keys.Domain(r.UUID)), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(s.keys.Migration(r.UUID)), "=", 0),
+		clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
+	).Then(clientv3.OpPut(s.keys.Intent(r.UUID), encode(in))).Commit()
+	if err != nil {
+		return false, false, s.wrap(err, "recording the restart of "+in.Name)
+	}
+	return tr.Succeeded, failed && tr.Succeeded, nil
+}
+
+// NoteRestartFailure records why a restart attempt failed, keeping the
+// intent running so the next candidate tries.
+func (s *Store) NoteRestartFailure(ctx context.Context, uuid, reason string) error {
+	key := s.keys.Intent(uuid)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return s.wrap(err, "reading "+key)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	in, err := decode[Intent](key, resp.Kvs[0].Value)
+	if err != nil || in.Want != WantRunning {
+		return err
+	}
+	in.Reason = reason
+	_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, encode(in))).Commit()
+	return s.wrap(err, "writing "+key)
+}
+
+// ResetIntent sets a domain's intent back to running with no restarts
+// counted (an operator's `virtlease ha reset` after a failed intent).
+func (s *Store) ResetIntent(ctx context.Context, uuid string) error {
+	key := s.keys.Intent(uuid)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return s.wrap(err, "reading "+key)
+	}
+	if len(resp.Kvs) == 0 {
+		return fmt.Errorf("lease: domain %s has no HA intent", uuid)
+	}
+	in, err := decode[Intent](key, resp.Kvs[0].Value)
+	if err != nil {
+		return err
+	}
+	in.Want, in.Restarts, in.Window, in.Reason = WantRunning, 0, time.Time{}, "reset by an operator"
+	in.Since = s.now().UTC().Truncate(time.Second)
+	_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, encode(in))).Commit()
+	if err != nil {
+		return s.wrap(err, "writing "+key)
+	}
+	return nil
+}
