@@ -313,9 +313,12 @@ func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
 // cleanStop tells a stop the operator or the guest asked for from one the
 // watchdog caused: only the former may set an HA domain's intent to
 // stopped. A stop is clean when the guest really ran (started marker), the
-// session is not fencing, and the watchdog left no kill marker.
+// session is live (not fencing, not stopped, not past its deadline: a
+// libvirtd that comes back after a crash of the whole host reports its
+// dead guests as stopped), and the watchdog left no kill marker.
 func (h *Hook) cleanStop(s lease.Session, uuid string) bool {
-	if s.State != lease.SessionOK {
+	boot, err := h.BootID()
+	if err != nil || s.Live(h.BootNow(), boot, h.Config.Margin) != nil {
 		return false
 	}
 	if _, err := os.Stat(h.marker("started", uuid)); err != nil {

@@ -224,6 +224,7 @@ func TestHAIntentOnStop(t *testing.T) {
 		{"killed by the watchdog", true, true, lease.SessionOK, ""},
 		{"stopped while fencing", true, false, lease.SessionFencing, ""},
 		{"never started (failed start)", false, false, lease.SessionOK, ""},
+		{"watchdog stopped", true, false, lease.SessionStopped, ""},
 	}
 	t.Run("kill marker of an earlier run is cleared by the next start", func(t *testing.T) {
 		e := newEnv(t)
@@ -238,6 +239,17 @@ func TestHAIntentOnStop(t *testing.T) {
 		}
 		if in := e.claims.releases[0]; in == nil || in.Want != lease.WantStopped {
 			t.Fatalf("clean stop after a fenced run did not set the intent stopped: %+v", in)
+		}
+	})
+	t.Run("session past its deadline (libvirtd back after a host crash)", func(t *testing.T) {
+		e := newEnv(t)
+		e.now = 200 * time.Second
+		h := e.hook(t)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
+		h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml))
+		if len(e.claims.releases) != 1 || e.claims.releases[0] != nil {
+			t.Fatalf("a stop seen with an expired session set the intent: %+v", e.claims.releases)
 		}
 	})
 	for _, tc := range tests {
