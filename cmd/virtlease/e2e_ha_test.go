@@ -1,0 +1,319 @@
+//go:build e2e
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// haDomainXML is a diskless lab guest with virtlease metadata.
+func haDomainXML(name, uuid, meta string) string {
+	return fmt.Sprintf(`<domain type='qemu'>
+  <name>%s</name>
+  <uuid>%s</uuid>
+  <metadata>%s</metadata>
+  <memory unit='MiB'>32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+  </devices>
+</domain>
+`, name, uuid, meta)
+}
+
+const haMeta = `<vl:lease xmlns:vl="https://virtlease.dev/xmlns/1" mode="ha"%s/>`
+
+// defineOn defines the same domain (same UUID) on each of hosts.
+func (l *Lab) defineOn(t *testing.T, hosts []string, name, uuid, meta string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name+".xml")
+	if err := os.WriteFile(f, []byte(haDomainXML(name, uuid, meta)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if _, stderr, err := l.Virsh(h, "define", f); err != nil {
+			t.Fatalf("define %s on %s: %v %s", name, h, err, stderr)
+		}
+	}
+}
+
+func (l *Lab) start(t *testing.T, host, name string) {
+	t.Helper()
+	if _, stderr, err := l.Virsh(host, "start", name); err != nil {
+		t.Fatalf("virsh start %s on %s: %v: %s", name, host, err, stderr)
+	}
+}
+
+// runningOn returns the hosts running a QEMU for uuid.
+func (l *Lab) runningOn(uuid string) []string {
+	var hs []string
+	for h, pids := range l.QEMUPids(uuid) {
+		if len(pids) > 0 {
+			hs = append(hs, h)
+		}
+	}
+	slices.Sort(hs)
+	return hs
+}
+
+// overlapWatch samples every 100 ms which hosts run each UUID and records
+// every sample in which two hosts run the same one.
+type overlapWatch struct {
+	mu       sync.Mutex
+	overlaps []string
+	samples  int
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func (l *Lab) watchOverlap(uuids ...string) *overlapWatch {
+	w := &overlapWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-tk.C:
+			}
+			for _, u := range uuids {
+				if hs := l.runningOn(u); len(hs) > 1 {
+					w.mu.Lock()
+					w.overlaps = append(w.overlaps, fmt.Sprintf("%s %s on %v", time.Now().Format("15:04:05.000"), u, hs))
+					w.mu.Unlock()
+				}
+			}
+			w.mu.Lock()
+			w.samples++
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *overlapWatch) check(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.overlaps) > 0 {
+		t.Fatalf("a guest ran on two hosts at once (%d of %d samples): %v", len(w.overlaps), w.samples, w.overlaps)
+	}
+	t.Logf("no-overlap checker: %d samples, no overlap", w.samples)
+}
+
+func haWaitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func (l *Lab) intent(t *testing.T, uuid string) map[string]any {
+	t.Helper()
+	out, _, err := l.Etcdctl("get", "--print-value-only", "/virtlease/intents/"+uuid)
+	if err != nil || strings.TrimSpace(out) == "" {
+		return nil
+	}
+	var m map[string]any
+	json.Unmarshal([]byte(strings.TrimSpace(out)), &m)
+	return m
+}
+
+const (
+	haUUID    = "5d0e1a5e-0000-4000-8000-0000000000a1"
+	plainUUID = "5d0e1a5e-0000-4000-8000-0000000000b1"
+)
+
+// The seed's wish: a host cut off from etcd has killed its HA guest before
+// anyone may take it over, and the guest comes up on the surviving host
+// with nobody typing virsh start. A non-HA guest is not restarted.
+func TestE2EHAPartitionRestartsElsewhere(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.defineOn(t, l.Hosts, "plain1", plainUUID, "")
+	l.start(t, "host-a", "ha1")
+	l.start(t, "host-a", "plain1")
+	if in := l.intent(t, haUUID); in == nil || in["want"] != "running" {
+		t.Fatalf("HA intent after start: %v", in)
+	}
+	if in := l.intent(t, plainUUID); in != nil {
+		t.Fatalf("a non-HA domain got an intent: %v", in)
+	}
+	w := l.watchOverlap(haUUID, plainUUID)
+	cut := time.Now()
+	l.Freeze("host-a")
+	fenced := haWaitFor(t, "host-a's guests fenced", 15*time.Second, func() bool {
+		return len(l.QEMUPids(haUUID)["host-a"]) == 0 && len(l.QEMUPids(plainUUID)["host-a"]) == 0
+	})
+	// Bound: ttl − margin after the last acknowledged renewal, which was
+	// at most one renew interval before the cut; +1 s slack.
+	if bound := 10*time.Second - 3*time.Second + time.Second; fenced > bound {
+		t.Errorf("fenced %v after the cut, bound %v", fenced, bound)
+	}
+	restarted := haWaitFor(t, "ha1 running on host-b", 25*time.Second, func() bool {
+		return slices.Equal(l.runningOn(haUUID), []string{"host-b"})
+	})
+	restarted = time.Since(cut)
+	t.Logf("cut → fenced %v, cut → ha1 running on host-b %v", fenced.Round(time.Millisecond), restarted.Round(time.Millisecond))
+	if restarted > 20*time.Second {
+		t.Errorf("ha1 restarted %v after the cut; the issue asks for ≤ 20 s", restarted)
+	}
+	l.Thaw("host-a")
+	time.Sleep(8 * time.Second) // host-a takes a new session and reconciles
+	if hs := l.runningOn(haUUID); !slices.Equal(hs, []string{"host-b"}) {
+		t.Fatalf("after the heal ha1 runs on %v, want only host-b", hs)
+	}
+	if hs := l.runningOn(plainUUID); len(hs) != 0 {
+		t.Fatalf("the non-HA guest was restarted on %v", hs)
+	}
+	if in := l.intent(t, haUUID); in["want"] != "running" {
+		t.Fatalf("intent after failover: %v", in)
+	}
+	w.check(t)
+}
+
+// A clean stop of an HA guest is the operator's will: it stays stopped.
+func TestE2EHACleanStopStaysStopped(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.start(t, "host-a", "ha1")
+	if _, stderr, err := l.Virsh("host-a", "destroy", "ha1"); err != nil {
+		t.Fatalf("destroy: %v %s", err, stderr)
+	}
+	haWaitFor(t, "intent stopped", 5*time.Second, func() bool { return l.intent(t, haUUID)["want"] == "stopped" })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if hs := l.runningOn(haUUID); len(hs) != 0 {
+			t.Fatalf("a cleanly stopped HA guest was started again on %v", hs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// Power loss: watchdog, libvirtd and QEMU of host-a die at once. The guest
+// comes back on host-b; host-a, back later, does not run it.
+func TestE2EHAPowerLoss(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.start(t, "host-a", "ha1")
+	w := l.watchOverlap(haUUID)
+	// Everything of host-a dies at once, libvirtd first so that no hook
+	// runs for the dying guest (a real power loss runs none).
+	lost := time.Now()
+	var pids []int
+	if b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "run", "libvirtd.pid")); err == nil {
+		var pid int
+		fmt.Sscan(string(b), &pid)
+		pids = append(pids, pid)
+	}
+	pids = append(pids, l.QEMUPids(haUUID)["host-a"]...)
+	if b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "watchdog.pid")); err == nil {
+		var pid int
+		fmt.Sscan(string(b), &pid)
+		pids = append(pids, pid)
+	}
+	if len(pids) < 3 {
+		t.Fatalf("host-a's libvirtd, QEMU and watchdog pids: %v", pids)
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	took := haWaitFor(t, "ha1 on host-b", 25*time.Second, func() bool {
+		return slices.Equal(l.runningOn(haUUID), []string{"host-b"})
+	})
+	t.Logf("power loss → ha1 running on host-b: %v", time.Since(lost).Round(time.Millisecond))
+	if took > 20*time.Second {
+		t.Errorf("restart took %v, want ≤ 20 s", took)
+	}
+	// host-a comes back: libvirtd (which reports the dead guest as
+	// stopped: not a clean stop, the session is long expired), then the
+	// watchdog.
+	l.RestartLibvirtd("host-a")
+	l.LabSh("start-watchdog", "host-a")
+	time.Sleep(8 * time.Second)
+	if hs := l.runningOn(haUUID); !slices.Equal(hs, []string{"host-b"}) {
+		t.Fatalf("after host-a came back ha1 runs on %v", hs)
+	}
+	w.check(t)
+}
+
+// Three hosts, five HA guests on host-a, host-a cut off: each guest is
+// restarted exactly once, spread over the candidates; hosts= is respected;
+// a candidate whose libvirt lacks the domain leaves it to the next.
+func TestE2EHAFiveGuestsThreeHosts(t *testing.T) {
+	l := startLab(t, 3)
+	var uuids []string
+	for i := 1; i <= 5; i++ {
+		uuid := fmt.Sprintf("5d0e1a5e-0000-4000-8000-0000000001%02d", i)
+		uuids = append(uuids, uuid)
+		meta := fmt.Sprintf(haMeta, "")
+		hosts := l.Hosts
+		switch i {
+		case 1:
+			meta = fmt.Sprintf(haMeta, ` hosts="host-c,host-b"`)
+		case 2:
+			// host-b, its first choice, lacks the domain.
+			meta = fmt.Sprintf(haMeta, ` hosts="host-b,host-c"`)
+			hosts = []string{"host-a", "host-c"}
+		}
+		l.defineOn(t, hosts, fmt.Sprintf("ha%d", i), uuid, meta)
+		l.start(t, "host-a", fmt.Sprintf("ha%d", i))
+	}
+	w := l.watchOverlap(uuids...)
+	cut := time.Now()
+	l.Freeze("host-a")
+	haWaitFor(t, "all five running elsewhere", 40*time.Second, func() bool {
+		for _, u := range uuids {
+			if hs := l.runningOn(u); len(hs) != 1 || hs[0] == "host-a" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("cut → all five running elsewhere: %v", time.Since(cut).Round(time.Millisecond))
+	time.Sleep(3 * time.Second)
+	spread := map[string]int{}
+	for i, u := range uuids {
+		hs := l.runningOn(u)
+		if len(hs) != 1 {
+			t.Fatalf("ha%d runs on %v", i+1, hs)
+		}
+		spread[hs[0]]++
+		in := l.intent(t, u)
+		if r, _ := in["restarts"].(float64); i != 1 && r != 1 {
+			t.Errorf("ha%d restarted %v times, want exactly 1 (%v)", i+1, in["restarts"], in)
+		}
+	}
+	if hs := l.runningOn(uuids[0]); hs[0] != "host-c" {
+		t.Errorf("ha1 (hosts=host-c,host-b) restarted on %v", hs)
+	}
+	if hs := l.runningOn(uuids[1]); hs[0] != "host-c" {
+		t.Errorf("ha2 (undefined on host-b) should run on host-c, runs on %v", hs)
+	}
+	if spread["host-b"] == 0 || spread["host-c"] == 0 {
+		t.Errorf("restarts not spread: %v", spread)
+	}
+	l.Thaw("host-a")
+	w.check(t)
+}
