@@ -150,8 +150,10 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 			o.Store.NoteRestartFailure(ctx, r.UUID, h.Host+": "+err.Error())
 			// Give every other candidate its turn before trying again here.
 			st.failedHere[r.UUID] = now.Add(time.Duration(len(order)) * o.Step)
+			w.o.Metrics.HARestarted(false)
 			continue
 		}
+		w.o.Metrics.HARestarted(true)
 		w.o.Log.Info("HA: restarted", "domain", r.Intent.Name, "uuid", r.UUID, "took", time.Since(start).Round(time.Millisecond).String())
 		delete(firstSeen, r.UUID)
 	}

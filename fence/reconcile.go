@@ -111,9 +111,15 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		w.o.Log.Warn("reconcile: cannot list guests", "err", err.Error())
 		return
 	}
+	w.o.Metrics.GuestsManaged(len(guests))
 	running := map[string]bool{}
 	for _, g := range guests {
 		running[g.UUID] = true
+		if g.PID == 0 {
+			// Active in libvirt but no QEMU yet: a start whose prepare
+			// hook is still running. The hook decides that one.
+			continue
+		}
 		c, managed, err := o.Parse(g.XML)
 		if err != nil || !managed {
 			continue
@@ -126,11 +132,13 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		switch {
 		case err == nil && r.Written > 0:
 			w.o.Log.Info("reconcile: claimed keys for a running guest", "domain", g.Name, "uuid", g.UUID, "keys", r.Written)
+			w.o.Metrics.Reconciled("adopt")
 		case errors.As(err, &held) && c.IncomingFrom != "":
 			// An incoming migration not yet handed over (or one that
 			// failed: libvirt is killing it). Not ours to judge.
 		case errors.As(err, &held) && w.stillActive(h):
 			w.o.Log.Warn("reconcile: a guest runs here that another host holds: killing it", "domain", g.Name, "uuid", g.UUID, "conflict", held.Error())
+			w.o.Metrics.Reconciled("kill")
 			w.kill(ctx, []Guest{g}, "reconcile: "+held.Error())
 		case err != nil:
 			w.o.Log.Warn("reconcile: cannot check a guest", "domain", g.Name, "err", err.Error())
@@ -161,6 +169,7 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		}
 		if n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, nil); err == nil && n > 0 {
 			w.o.Log.Info("reconcile: released the keys of a domain that is not running here", "domain", d.Name, "uuid", d.UUID, "keys", n)
+			w.o.Metrics.Reconciled("release")
 			delete(inactiveSince, d.UUID)
 		}
 	}

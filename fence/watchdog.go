@@ -43,6 +43,30 @@ type Guests interface {
 	Kill(ctx context.Context, gs []Guest) (survivors []Guest)
 }
 
+// Metrics receives what the watchdog does, for Prometheus. Every method
+// must return at once.
+type Metrics interface {
+	SessionLeft(d time.Duration)      // time until etcd may expire the session (≤ 0: none)
+	Renewed(latency time.Duration)    // an acknowledged renewal and its round trip
+	RenewFailed()                     // a renewal that failed or timed out
+	Fenced()                          // a fence began
+	Killed(why string, survivors int) // a round of kills (fence, reconcile, recover)
+	Reconciled(action string)         // "adopt", "kill", "release"
+	GuestsManaged(n int)              // running guests last seen
+	HARestarted(ok bool)              // an HA restart attempt here
+}
+
+type noMetrics struct{}
+
+func (noMetrics) SessionLeft(time.Duration) {}
+func (noMetrics) Renewed(time.Duration)     {}
+func (noMetrics) RenewFailed()              {}
+func (noMetrics) Fenced()                   {}
+func (noMetrics) Killed(string, int)        {}
+func (noMetrics) Reconciled(string)         {}
+func (noMetrics) GuestsManaged(int)         {}
+func (noMetrics) HARestarted(bool)          {}
+
 // Options wires a Watchdog.
 type Options struct {
 	Config   Config
@@ -57,6 +81,8 @@ type Options struct {
 	// Device, when set, is the hardware watchdog (already opened with
 	// Config.DeviceTimeout).
 	Device Device
+	// Metrics, when set, is told what happens.
+	Metrics Metrics
 	// HA, when set, runs the HA restarter beside the fence loop.
 	HA *HAOptions
 	// Reconcile, when set, runs the reconcile loop beside the fence loop.
@@ -117,6 +143,9 @@ func New(o Options) *Watchdog {
 	if o.Notify == nil {
 		o.Notify = func(string) {}
 	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
+	}
 	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second)}
 }
 
@@ -165,6 +194,11 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		// about etcd (fencing is our own business).
 		w.o.Notify("WATCHDOG=1")
 		w.pet()
+		if w.lease != 0 && !w.fencing {
+			w.o.Metrics.SessionLeft(w.deadline.At() - w.o.Clock.Now())
+		} else {
+			w.o.Metrics.SessionLeft(0)
+		}
 	}
 }
 
@@ -314,11 +348,13 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 		w.o.Log.Warn("no new session yet", "err", r.err.Error())
 		return nil
 	case r.err != nil:
+		w.o.Metrics.RenewFailed()
 		w.o.Log.Warn("renewal failed", "lease", r.id.String(), "err", r.err.Error(),
 			"fence_in", (w.deadline.FenceAt(w.o.Config.Margin) - w.o.Clock.Now()).String())
 		return nil
 	}
 	d := Deadline{Sent: r.sent, TTL: r.ttl}
+	w.o.Metrics.Renewed(w.o.Clock.Now() - r.sent)
 	if !r.fresh && w.resumed != "" {
 		// The resumed session is alive: we are back in time, nothing ran
 		// unprotected; the unfenced record (if we left one) goes.
@@ -421,6 +457,7 @@ func (w *Watchdog) writeSession(state lease.SessionState) error {
 func (w *Watchdog) fence(ctx context.Context, reason string) {
 	w.fencing = true
 	w.active.Store(nil)
+	w.o.Metrics.Fenced()
 	w.writeSession(lease.SessionFencing)
 	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
 		"t", w.rel())
@@ -452,6 +489,7 @@ func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) (survivors 
 	kctx, cancel := context.WithTimeout(ctx, w.o.Config.Margin)
 	defer cancel()
 	survivors = w.o.Guests.Kill(kctx, gs)
+	w.o.Metrics.Killed(why, len(survivors))
 	for _, g := range gs {
 		alive := false
 		for _, s := range survivors {

@@ -35,7 +35,7 @@ environment:
   VL_LAB_ROOT (/var/tmp/virtlease-lab)  VL_LAB_PORT (23790)
   VL_BIN                 use this virtlease binary instead of building ./cmd/virtlease
   VL_LAB_NO_WATCHDOG=1   do not start virtlease watchdogs
-  VL_LAB_TTL (10s) VL_LAB_RENEW (1s) VL_LAB_MARGIN (3s) VL_LAB_HOOK_TIMEOUT (5s)
+  VL_LAB_TTL (10s) VL_LAB_RENEW (1s) VL_LAB_MARGIN (3s) VL_LAB_HOOK_TIMEOUT (5s) VL_LAB_HA_MAX_RESTARTS (3)
                          timings written to each host's /etc/virtlease/config.yaml
   VL_LAB_CAPS_CACHE (ROOT/capscache)
                          where libvirtd's QEMU capabilities are kept between hosts and labs
@@ -408,6 +408,8 @@ libvirt:
   uri: qemu:///system
 hook:
   timeout: ${VL_LAB_HOOK_TIMEOUT:-5s}
+ha:
+  max_restarts: ${VL_LAB_HA_MAX_RESTARTS:-3}
 EOF
 	install_hook "$h"
 	cat >"$d/init.sh" <<EOF

@@ -80,6 +80,16 @@ type overlapWatch struct {
 
 func (l *Lab) watchOverlap(uuids ...string) *overlapWatch {
 	w := &overlapWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	// Report overlaps even when the test fails before its own check.
+	l.t.Cleanup(func() {
+		if w.stopSampling() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.overlaps) > 0 {
+				l.t.Errorf("a guest ran on two hosts at once (%d of %d samples): %v", len(w.overlaps), w.samples, w.overlaps)
+			}
+		}
+	})
 	go func() {
 		defer close(w.done)
 		tk := time.NewTicker(100 * time.Millisecond)
@@ -105,10 +115,21 @@ func (l *Lab) watchOverlap(uuids ...string) *overlapWatch {
 	return w
 }
 
-func (w *overlapWatch) check(t *testing.T) {
-	t.Helper()
+// stopSampling stops the sampler; false if it was stopped already.
+func (w *overlapWatch) stopSampling() bool {
+	select {
+	case <-w.stop:
+		return false
+	default:
+	}
 	close(w.stop)
 	<-w.done
+	return true
+}
+
+func (w *overlapWatch) check(t *testing.T) {
+	t.Helper()
+	w.stopSampling()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.overlaps) > 0 {
@@ -315,5 +336,72 @@ func TestE2EHAFiveGuestsThreeHosts(t *testing.T) {
 		t.Errorf("restarts not spread: %v", spread)
 	}
 	l.Thaw("host-a")
+	w.check(t)
+}
+
+// Twenty partition/heal cycles of a random host holding HA guests: every
+// HA guest ends running exactly once, nothing ever ran twice, no key leaks.
+// Shorter timings (TTL 4s, margin 2s) keep a cycle under ~10 s.
+func TestE2EHAPartitionCycles(t *testing.T) {
+	cycles := 20
+	if testing.Short() {
+		cycles = 5
+	}
+	l := startLab(t, 3, "VL_LAB_TTL=4s", "VL_LAB_RENEW=1s", "VL_LAB_MARGIN=2s", "VL_LAB_HA_MAX_RESTARTS=100")
+	var uuids []string
+	for i := 1; i <= 3; i++ {
+		uuid := fmt.Sprintf("5d0e1a5e-0000-4000-8000-0000000002%02d", i)
+		uuids = append(uuids, uuid)
+		l.defineOn(t, l.Hosts, fmt.Sprintf("cyc%d", i), uuid, fmt.Sprintf(haMeta, ""))
+		l.start(t, l.Hosts[i-1], fmt.Sprintf("cyc%d", i))
+	}
+	w := l.watchOverlap(uuids...)
+	settled := func() bool {
+		for _, u := range uuids {
+			if len(l.runningOn(u)) != 1 {
+				return false
+			}
+		}
+		return true
+	}
+	var worst time.Duration
+	for c := range cycles {
+		// Cut the host that runs cyc(c%3+1), so every cycle moves a guest.
+		victim := l.runningOn(uuids[c%3])[0]
+		cut := time.Now()
+		l.Freeze(victim)
+		haWaitFor(t, fmt.Sprintf("cycle %d: guests of %s back elsewhere", c, victim), 30*time.Second, func() bool {
+			if !settled() {
+				return false
+			}
+			for _, u := range uuids {
+				if l.runningOn(u)[0] == victim {
+					return false
+				}
+			}
+			return true
+		})
+		took := time.Since(cut)
+		worst = max(worst, took)
+		l.Thaw(victim)
+		// The healed host takes a new session before the next cycle.
+		haWaitFor(t, victim+" has a session again", 20*time.Second, func() bool {
+			out, _, _ := l.Etcdctl("get", "--print-value-only", "/virtlease/hosts/"+victim)
+			b, _ := os.ReadFile(filepath.Join(l.HostDir(victim), "run", "virtlease", "session"))
+			return strings.TrimSpace(out) != "" && strings.Contains(string(b), `"state":"ok"`)
+		})
+		t.Logf("cycle %2d: cut %s, its guests back elsewhere after %v", c, victim, took.Round(time.Millisecond))
+	}
+	if !settled() {
+		t.Fatal("not every HA guest runs exactly once at the end")
+	}
+	out, _, _ := l.Etcdctl("get", "--prefix", "--keys-only", "/virtlease/domains/")
+	if n := len(strings.Fields(out)); n != len(uuids) {
+		t.Fatalf("%d domain keys at quiescence, want %d: %s", n, len(uuids), out)
+	}
+	if out, _, _ := l.Etcdctl("get", "--prefix", "--keys-only", "/virtlease/migrations/"); strings.TrimSpace(out) != "" {
+		t.Fatalf("leaked migration records: %s", out)
+	}
+	t.Logf("%d cycles; slowest recovery %v", cycles, worst.Round(time.Millisecond))
 	w.check(t)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/virtlease/virtlease/fence"
 	"github.com/virtlease/virtlease/hook"
@@ -60,6 +62,16 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return exit(hook.ExitUsage, fmt.Errorf("libvirt.uri: %w", err))
 	}
 	defer lv.Close()
+	var metrics fence.Metrics
+	if cfg.Metrics.Listen != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		pm := newPromMetrics(reg)
+		if err := serveMetrics(ctx, cfg.Metrics.Listen, reg, log); err != nil {
+			return exit(hook.ExitUsage, err)
+		}
+		metrics = pm
+	}
 	w := fence.New(fence.Options{
 		Config:   fc,
 		Host:     cfg.Host,
@@ -78,9 +90,10 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 			Domains: lv,
 			Parse:   parseClaim,
 		},
-		Log:    log,
-		Notify: func(s string) { daemon.SdNotify(false, s) },
-		Device: dev,
+		Log:     log,
+		Notify:  func(s string) { daemon.SdNotify(false, s) },
+		Device:  dev,
+		Metrics: metrics,
 	})
 	log.Info("watchdog starting", "ttl", fc.TTL.String(), "renew_interval", fc.RenewInterval.String(), "margin", fc.Margin.String(),
 		"endpoints", fmt.Sprint(cfg.Etcd.Endpoints))
