@@ -327,6 +327,11 @@ func (h *Hook) cleanStop(s lease.Session, uuid string) bool {
 	if _, err := os.Stat(h.marker("killed", uuid)); err == nil {
 		return false
 	}
+	// The host is shutting down with ha.on_shutdown: failover: the stops
+	// libvirt-guests makes now are not the operator's will for the guest.
+	if b, err := os.ReadFile(filepath.Join(h.Config.StateDir, "shutdown")); err == nil && strings.TrimSpace(string(b)) == "failover" {
+		return false
+	}
 	return true
 }
 

@@ -241,6 +241,17 @@ func TestHAIntentOnStop(t *testing.T) {
 			t.Fatalf("clean stop after a fenced run did not set the intent stopped: %+v", in)
 		}
 	})
+	t.Run("host shutting down with on_shutdown failover", func(t *testing.T) {
+		e := newEnv(t)
+		h := e.hook(t)
+		os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("failover\n"), 0o644)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
+		h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml))
+		if len(e.claims.releases) != 1 || e.claims.releases[0] != nil {
+			t.Fatalf("a stop during a failover shutdown set the intent: %+v", e.claims.releases)
+		}
+	})
 	t.Run("session past its deadline (libvirtd back after a host crash)", func(t *testing.T) {
 		e := newEnv(t)
 		e.now = 200 * time.Second

@@ -86,3 +86,18 @@ func (s *Store) ClearUnfenced(ctx context.Context, host string, rev int64) error
 	}
 	return nil
 }
+
+// Members returns the names of the etcd cluster's members, as the member
+// list says (read once; the client keeps using only its configured
+// endpoints).
+func (s *Store) Members(ctx context.Context) ([]string, error) {
+	resp, err := s.cli.MemberList(ctx)
+	if err != nil {
+		return nil, s.wrap(err, "reading the etcd member list")
+	}
+	var names []string
+	for _, m := range resp.Members {
+		names = append(names, m.Name)
+	}
+	return names, nil
+}

@@ -57,6 +57,13 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}
 	defer closeFn()
 
+	mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if members, err := store.Members(mctx); err == nil && len(members) < 3 {
+		// With fewer than 3 members etcd cannot lose one and keep quorum:
+		// then every host fences everything.
+		log.Warn("etcd has fewer than 3 members: losing one stops every guest on every host (see README, Running etcd)", "members", len(members))
+	}
+	cancel()
 	lv, err := fence.NewLibvirt(cfg.Libvirt.URI)
 	if err != nil {
 		return exit(hook.ExitUsage, fmt.Errorf("libvirt.uri: %w", err))
