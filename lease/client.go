@@ -1,15 +1,20 @@
 package lease
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // EtcdConfig says how to reach etcd, with etcdctl's meaning for each field.
@@ -23,8 +28,15 @@ type EtcdConfig struct {
 	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
 }
 
-// Dial returns an etcd client. It does not wait for a connection: the first
-// call, under its own deadline, does. Two choices matter for safety:
+// Dial returns an etcd client. Without a user name it does not wait for a
+// connection: the first call, under its own deadline, does. With one it logs
+// in first, which DialTimeout bounds.
+//
+// Outcomes: a client; ErrUnavailable (wrapped) when the login got no answer
+// in time; any other error is a configuration problem (TLS files, a refused
+// user name or password, bad endpoints).
+//
+// Two choices matter for safety:
 //   - no endpoint sync (AutoSyncInterval 0): a host must talk to etcd only
 //     through the endpoints it was given (a proxy, a firewall rule);
 //   - a silent logger: the hook's stderr is what virsh shows an operator,
@@ -47,12 +59,22 @@ func Dial(c EtcdConfig) (*clientv3.Client, error) {
 			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
 		}
 		cfg.TLS = tc
-	case slices.ContainsFunc(c.Endpoints, func(e string) bool { return strings.HasPrefix(e, "https://") }):
+	case slices.ContainsFunc(c.Endpoints, func(e string) bool {
+		return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
+	}):
 		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots, as etcdctl does
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("etcd client for %v: %w", c.Endpoints, err)
+		eps := strings.Join(c.Endpoints, ",")
+		switch {
+		case errors.Is(err, rpctypes.ErrAuthFailed):
+			return nil, fmt.Errorf("etcd at %s refused user %q: wrong user name or password", eps, c.Username)
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+			status.Code(err) == codes.Unavailable, status.Code(err) == codes.DeadlineExceeded:
+			return nil, fmt.Errorf("logging in to etcd as %q: %w (%s: %v)", c.Username, ErrUnavailable, eps, rpctypes.ErrorDesc(err))
+		}
+		return nil, fmt.Errorf("etcd client for %s: %w", eps, err)
 	}
 	return cli, nil
 }

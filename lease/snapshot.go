@@ -32,7 +32,7 @@ type HostStatus struct {
 // DomainStatus is one held domain with the disks held for it.
 type DomainStatus struct {
 	Record
-	Disks []string
+	Disks []string `json:"disks"`
 }
 
 // Snapshot reads every key under the prefix in one range read, plus one

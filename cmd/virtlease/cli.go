@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,20 +39,38 @@ func runCLI(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv fun
 		Description: `virtlease claims a domain and its writable disks in etcd when libvirt
 starts it (installed as /etc/libvirt/hooks/qemu), refuses the start when
 another host holds them, and kills this host's guests before its etcd session
-can expire (virtlease watchdog).`,
-		Reader:          stdin,
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
-		Flags:           []cli.Flag{configFlag},
-		ExitErrHandler:  func(*cli.Context, error) {},
+can expire (virtlease watchdog).
+
+Examples:
+   virtlease status
+   virtlease drain && virtlease status --host "$(hostname)"
+   virtlease release --force web1
+   virtlease COMMAND --help
+
+Exit codes: 0 ok, 1 refused or conflict, 2 usage or config, 3 etcd unavailable.`,
+		// Completion of commands and flags: the script from `virtlease
+		// completion bash` calls back with --generate-bash-completion.
+		EnableBashCompletion: true,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		Flags:                []cli.Flag{configFlag},
+		ExitErrHandler:       func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
 				Name:      "hook",
 				Usage:     "run as libvirt's hook (what /etc/libvirt/hooks/qemu does)",
 				ArgsUsage: "qemu NAME OP SUBOP [EXTRA]",
-				Description: `Runs one libvirt hook call by hand, with the domain XML on stdin:
-   virtlease hook qemu web1 prepare begin - < web1.xml
+				UsageText: "virtlease hook qemu NAME OP SUBOP [EXTRA] < DOMAIN.xml",
+				Description: `Runs one libvirt hook call by hand, with the domain XML on stdin, as
+libvirtd runs /etc/libvirt/hooks/qemu (a link to this binary; a link or copy
+in /etc/libvirt/hooks/qemu.d/ works too). It never writes to stdout.
+
+Examples:
+   virsh dumpxml web1 | virtlease hook qemu web1 prepare begin -   # would this host be allowed to start web1?
+   virsh dumpxml web1 | virtlease hook qemu web1 release end -     # release what this host holds for web1
+
 Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 				SkipFlagParsing: true,
 				Action: func(c *cli.Context) error {
@@ -66,10 +85,20 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 				},
 			},
 			{
-				Name:  "watchdog",
-				Usage: "hold this host's etcd session and fence its guests before it can expire",
-				Description: `Runs in the foreground (systemd unit virtlease-watchdog.service).
-   virtlease watchdog --config /etc/virtlease/config.yaml`,
+				Name:      "watchdog",
+				Usage:     "hold this host's etcd session and fence its guests before it can expire",
+				UsageText: "virtlease watchdog [--config FILE]",
+				Description: `Runs in the foreground, normally as the systemd unit
+virtlease-watchdog.service (Type=notify; scripts/install.sh installs it).
+It renews this host's etcd session, publishes it in /run/virtlease/session
+for the hook, kills this host's guests before the session can expire when
+etcd stops answering, and reconciles running guests with etcd.
+
+Examples:
+   systemctl enable --now virtlease-watchdog
+   virtlease watchdog --config /etc/virtlease/config.yaml    # by hand, in the foreground
+
+Exit codes: 0 stopped (SIGTERM), 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error {
 					cfg, err := loadValid(c, getenv)
@@ -83,18 +112,31 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 			},
 			{
 				Name:      "status",
-				Usage:     "show hosts, held domains and disks",
+				Usage:     "show hosts, held domains and disks, drains and unfenced records",
 				ArgsUsage: "[DOMAIN]",
-				Description: `Reads everything under the prefix from etcd.
-   virtlease status            # every host and domain
-   virtlease status web1       # one domain (by name or UUID); exit 1 when nobody holds it
-   virtlease status --json     # stable JSON for scripts`,
+				UsageText: "virtlease status [--host HOST] [--json] [DOMAIN]",
+				Description: `Reads everything under the prefix from etcd at one revision. A host
+shows as alive (its session lease is live), draining (it refuses new
+starts) or unfenced (its watchdog stopped and left guests running); a
+domain whose holder has no live session is marked "(no session)".
+
+Examples:
+   virtlease status                  # every host and domain
+   virtlease status web1             # one domain, by name or UUID; exit 1 when no host holds it
+   virtlease status --host host-a    # host-a and the domains it holds
+   virtlease status --json | jq -r '.domains[] | .name + " " + .host'
+
+Exit codes: 0 ok, 1 DOMAIN or --host not found, 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
 					configFlag,
-					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-					&cli.StringFlag{Name: "host", Usage: "only this host's domains"},
+					&cli.BoolFlag{Name: "json", Usage: "print JSON (stable field names, for scripts)"},
+					&cli.StringFlag{Name: "host", Usage: "only this host and its domains"},
 				},
+				BashComplete: completeDomains(getenv, configFlag),
 				Action: func(c *cli.Context) error {
+					if c.NArg() > 1 {
+						return exit(hook.ExitUsage, fmt.Errorf("status takes at most one DOMAIN, got %d arguments", c.NArg()))
+					}
 					cfg, err := loadValid(c, getenv)
 					if err != nil {
 						return err
@@ -103,8 +145,166 @@ Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 				},
 			},
 			{
-				Name:  "version",
-				Usage: "print the version",
+				Name:      "release",
+				Usage:     "delete the claim of a domain whose holder is known to be dead (needs --force)",
+				ArgsUsage: "DOMAIN",
+				UsageText: `virtlease release --force [--even-if-alive] [--yes] DOMAIN
+virtlease release --force [--even-if-alive] [--yes] --host HOST`,
+				Description: `Normally nothing needs releasing: a dead host's claims vanish with its
+etcd session within session.ttl. This is for when etcd still names a holder
+you know is gone: etcd restored from a backup, or a host whose watchdog
+stopped with guests running (an "unfenced" record) and that will not come
+back. DOMAIN is a name or a UUID; a name that several domains share is
+refused with their UUIDs.
+
+In one etcd transaction it deletes the domain key and the disk keys the same
+host holds for it, removes the domain from every unfenced record, and writes
+an audit record PREFIX/audit/TIME-RANDOM (action, domain, uuid, host, by,
+even_if_alive, at, keys). If any of those keys changed since they were shown
+to you, nothing is written.
+
+It refuses while the holder's session is alive (its hosts/HOST key exists on
+the lease the claim names), or while a host whose unfenced record lists the
+domain is registered. --even-if-alive overrides that: the holder may still
+run the guest until its watchdog notices, so two copies can overlap; use it
+only when the host is powered off.
+
+With --host HOST and no DOMAIN it clears HOST's whole unfenced record.
+
+On a terminal it shows what it will do and asks; otherwise add --yes.
+
+Examples:
+   virtlease release --force web1
+   virtlease release --force --yes 4dea22b3-7c1e-4b8a-9d0f-2a6c5e8b1f30
+   virtlease release --force --host host-a    # host-a is gone: its unfenced guests may start elsewhere
+
+Exit codes: 0 released, 1 refused (holder alive, not found, not confirmed, changed meanwhile),
+2 usage or config, 3 etcd unavailable.`,
+				Flags: []cli.Flag{
+					configFlag,
+					&cli.BoolFlag{Name: "force", Usage: "required: you know the holder is dead"},
+					&cli.BoolFlag{Name: "even-if-alive", Usage: "release even though the holder's session is live (two copies may overlap)"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation (needed when stdin is not a terminal)"},
+					&cli.StringFlag{Name: "host", Usage: "clear this host's whole unfenced record (instead of DOMAIN)"},
+				},
+				BashComplete: completeDomains(getenv, configFlag),
+				Action: func(c *cli.Context) error {
+					opt := releaseOptions{Domain: c.Args().First(), Host: c.String("host"), EvenIfAlive: c.Bool("even-if-alive"), Yes: c.Bool("yes")}
+					switch {
+					case !c.Bool("force"):
+						return exit(hook.ExitUsage, errors.New("release needs --force: it deletes another host's claim, which is only safe when that host is known to be dead (see virtlease release --help)"))
+					case c.NArg() > 1:
+						return exit(hook.ExitUsage, fmt.Errorf("release takes one DOMAIN, got %d arguments", c.NArg()))
+					case opt.Domain == "" && opt.Host == "":
+						return exit(hook.ExitUsage, errors.New("release --force needs a DOMAIN (name or UUID), or --host HOST to clear that host's unfenced record"))
+					case opt.Domain != "" && opt.Host != "":
+						return exit(hook.ExitUsage, errors.New("release --force takes a DOMAIN or --host HOST, not both"))
+					}
+					cfg, err := loadValid(c, getenv)
+					if err != nil {
+						return err
+					}
+					return runRelease(c.Context, cfg, c.App.Reader, c.App.Writer, c.App.ErrWriter, getenv, opt)
+				},
+			},
+			{
+				Name:      "drain",
+				Usage:     "refuse new starts on this host (or --host); running guests keep running",
+				UsageText: "virtlease drain [--evacuate] [--host HOST]",
+				Description: `Writes PREFIX/drain/HOST {"since","by","evacuate"} (no lease: it stays
+through restarts of the host and its watchdog). From then on every new start
+of a guest on HOST is refused (virsh start says the host is draining);
+guests already running, libvirtd restarts (reconnect) and incoming live
+migrations are not affected. HOST is the config's host unless --host is given.
+
+--evacuate only records the wish for now: nothing migrates guests away yet
+(that is later work). Move them yourself, e.g. virsh migrate --live.
+
+Examples:
+   virtlease drain                      # before maintenance on this host
+   virtlease drain --host host-b        # from any machine with the config
+   virtlease status --host host-b       # shows "draining"
+
+Exit codes: 0 draining (also when it already was), 2 usage or config, 3 etcd unavailable.`,
+				Flags: []cli.Flag{
+					configFlag,
+					&cli.BoolFlag{Name: "evacuate", Usage: "record that guests should move away (recorded only: nothing moves them yet)"},
+					&cli.StringFlag{Name: "host", Usage: "the host to drain (default: the config's host)"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return exit(hook.ExitUsage, fmt.Errorf("drain takes no arguments (use --host HOST), got %q", c.Args().First()))
+					}
+					cfg, err := loadValid(c, getenv)
+					if err != nil {
+						return err
+					}
+					host, err := hostFlag(c, cfg)
+					if err != nil {
+						return err
+					}
+					return runDrain(c.Context, cfg, host, c.Bool("evacuate"), c.App.Writer, getenv)
+				},
+			},
+			{
+				Name:      "undrain",
+				Usage:     "accept new starts on this host (or --host) again",
+				UsageText: "virtlease undrain [--host HOST]",
+				Description: `Deletes PREFIX/drain/HOST. HOST is the config's host unless --host is given.
+
+Examples:
+   virtlease undrain
+   virtlease undrain --host host-b
+
+Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3 etcd unavailable.`,
+				Flags: []cli.Flag{
+					configFlag,
+					&cli.StringFlag{Name: "host", Usage: "the host to undrain (default: the config's host)"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return exit(hook.ExitUsage, fmt.Errorf("undrain takes no arguments (use --host HOST), got %q", c.Args().First()))
+					}
+					cfg, err := loadValid(c, getenv)
+					if err != nil {
+						return err
+					}
+					host, err := hostFlag(c, cfg)
+					if err != nil {
+						return err
+					}
+					return runUndrain(c.Context, cfg, host, c.App.Writer)
+				},
+			},
+			shutdownCommand(getenv),
+			{
+				Name:      "completion",
+				Usage:     "print a shell completion script",
+				ArgsUsage: "bash",
+				UsageText: "virtlease completion bash",
+				Description: `Prints a bash completion script. It completes commands and flags by
+running virtlease with --generate-bash-completion, and domain names (status,
+release) from etcd.
+
+Examples:
+   virtlease completion bash > /usr/share/bash-completion/completions/virtlease
+   source <(virtlease completion bash)     # this shell only`,
+				Action: func(c *cli.Context) error {
+					if sh := c.Args().First(); sh != "bash" || c.NArg() != 1 {
+						return exit(hook.ExitUsage, fmt.Errorf("completion: only bash is supported (virtlease completion bash), got %q", strings.Join(c.Args().Slice(), " ")))
+					}
+					_, err := io.WriteString(c.App.Writer, bashCompletion)
+					return err
+				},
+			},
+			{
+				Name:      "version",
+				Usage:     "print the version",
+				UsageText: "virtlease version",
+				Description: `Prints the version the binary was built with (install.sh sets it from git describe).
+
+Example:
+   virtlease version    # virtlease v0.4.0-3-gabc1234`,
 				Action: func(c *cli.Context) error {
 					fmt.Fprintln(c.App.Writer, "virtlease", version)
 					return nil
@@ -158,7 +358,13 @@ func dial(cfg Config) (*lease.Store, func(), error) {
 	}
 	cli, err := lease.Dial(ec)
 	if err != nil {
-		return nil, nil, exit(hook.ExitUnavailable, err)
+		// Dial only waits on etcd to log in; anything else it reports is
+		// the config's (TLS files, user name or password, endpoints).
+		code := hook.ExitUsage
+		if errors.Is(err, lease.ErrUnavailable) {
+			code = hook.ExitUnavailable
+		}
+		return nil, nil, exit(code, err)
 	}
 	return lease.NewStore(cli, cfg.Prefix), func() { cli.Close() }, nil
 }

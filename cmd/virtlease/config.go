@@ -49,7 +49,9 @@ type Config struct {
 // EtcdConfig says how to reach etcd. TLS and credentials work like
 // etcdctl's --cacert, --cert, --key and --user flags.
 type EtcdConfig struct {
-	// Endpoints are http:// or https:// URLs with host and port.
+	// Endpoints are http:// or https:// URLs with host and port, or
+	// unix:// or unixs:// socket paths, all with TLS or all without; used
+	// as given, never synced from etcd's member list.
 	// Default [http://127.0.0.1:2379].
 	Endpoints []string `yaml:"endpoints"`
 	// CACert is a PEM file of the CAs to trust; empty means the system
@@ -637,6 +639,14 @@ func (c Config) Validate() error {
 			add("etcd.endpoints[%d] %q %v", i, e, err)
 		}
 	}
+	// etcd's client dials every endpoint with the credentials the first
+	// one's scheme asks for, so a mixed list would fail on some endpoints.
+	for i, e := range c.Etcd.Endpoints {
+		if i > 0 && endpointTLS(e) != endpointTLS(c.Etcd.Endpoints[0]) {
+			add("etcd.endpoints[%d] %q: every endpoint must use TLS (https://, unixs://) or none (http://, unix://), like etcd.endpoints[0] %q", i, e, c.Etcd.Endpoints[0])
+			break
+		}
+	}
 	if (c.Etcd.Cert == "") != (c.Etcd.Key == "") {
 		add("etcd.cert %q and etcd.key %q: set both or neither", c.Etcd.Cert, c.Etcd.Key)
 	}
@@ -681,10 +691,23 @@ func (c Config) Validate() error {
 	return errors.New("config: " + singleLine(strings.Join(probs, "; ")))
 }
 
-// checkEndpoint accepts http://HOST:PORT and https://HOST:PORT (https with
-// no cacert trusts the system roots).
+// checkEndpoint accepts what etcdctl accepts: http://HOST:PORT and
+// https://HOST:PORT (https with no cacert trusts the system roots), and
+// unix://PATH or unixs://PATH for a local socket (a PATH without a leading
+// / is relative to the working directory, as in etcd's client; write
+// unix:///run/etcd.sock for an absolute one).
 func checkEndpoint(e string) error {
-	const want = "must be http://HOST:PORT or https://HOST:PORT"
+	const want = "must be http://HOST:PORT, https://HOST:PORT, unix://PATH or unixs://PATH"
+	for _, scheme := range []string{"unix://", "unixs://"} {
+		// Not a URL: etcd takes everything after the scheme as the path
+		// (its test clusters use unix://localhost:NAME).
+		if path, ok := strings.CutPrefix(e, scheme); ok {
+			if path == "" || path == "/" || strings.ContainsFunc(path, unicode.IsControl) {
+				return errors.New(want)
+			}
+			return nil
+		}
+	}
 	u, err := url.Parse(e)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
@@ -695,6 +718,11 @@ func checkEndpoint(e string) error {
 		return errors.New(want)
 	}
 	return nil
+}
+
+// endpointTLS reports whether an endpoint's scheme asks for TLS.
+func endpointTLS(e string) bool {
+	return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
 }
 
 func validPort(p string) bool {

@@ -318,6 +318,12 @@ func TestValidate(t *testing.T) {
 			c.Session.TTL, c.Session.RenewInterval, c.Fence.Margin = secs(9), secs(3), secs(3)
 		}, []string{"fence.margin 3s must be at least 2 x session.renew_interval (2 x 3s = 6s)"}},
 		{"https without cacert", func(c *Config) { c.Etcd.Endpoints = []string{"https://[::1]:2379"} }, nil},
+		{"several https endpoints", func(c *Config) {
+			c.Etcd.Endpoints = []string{"https://etcd-1:2379", "https://etcd-2:2379", "https://10.0.0.3:2379"}
+		}, nil},
+		{"unix endpoint, absolute", func(c *Config) { c.Etcd.Endpoints = []string{"unix:///run/etcd.sock"} }, nil},
+		{"unix endpoint, relative (etcd test clusters)", func(c *Config) { c.Etcd.Endpoints = []string{"unix://localhost:m0"} }, nil},
+		{"unixs endpoint", func(c *Config) { c.Etcd.Endpoints = []string{"unixs:///run/etcd.sock"} }, nil},
 		{"hook timeout 60s", func(c *Config) { c.Hook.Timeout = secs(60) }, nil},
 		{"username without password", func(c *Config) { c.Etcd.Username = "root" }, nil},
 		{"fqdn host", func(c *Config) { c.Host = "host-a.example.com" }, nil},
@@ -356,7 +362,7 @@ func TestValidate(t *testing.T) {
 		{"no endpoints", func(c *Config) { c.Etcd.Endpoints = nil },
 			[]string{"etcd.endpoints is empty"}},
 		{"endpoint without scheme", func(c *Config) { c.Etcd.Endpoints = []string{"127.0.0.1:2379"} },
-			[]string{`etcd.endpoints[0] "127.0.0.1:2379" must be http://HOST:PORT or https://HOST:PORT`}},
+			[]string{`etcd.endpoints[0] "127.0.0.1:2379" must be http://HOST:PORT, https://HOST:PORT, unix://PATH or unixs://PATH`}},
 		{"endpoint without port", func(c *Config) {
 			c.Etcd.Endpoints = []string{"http://127.0.0.1:2379", "http://etcd-2"}
 		}, []string{`etcd.endpoints[1] "http://etcd-2" must be`}},
@@ -364,8 +370,13 @@ func TestValidate(t *testing.T) {
 			[]string{`etcd.endpoints[0] "http://a:2379/v3" must be`}},
 		{"endpoint with bad port", func(c *Config) { c.Etcd.Endpoints = []string{"http://a:99999"} },
 			[]string{`etcd.endpoints[0] "http://a:99999" must be`}},
-		{"unix endpoint", func(c *Config) { c.Etcd.Endpoints = []string{"unix:///run/etcd.sock"} },
-			[]string{`etcd.endpoints[0] "unix:///run/etcd.sock" must be`}},
+		{"unix endpoint without path", func(c *Config) { c.Etcd.Endpoints = []string{"unix://"} },
+			[]string{`etcd.endpoints[0] "unix://" must be`}},
+		{"unix endpoint without //", func(c *Config) { c.Etcd.Endpoints = []string{"unix:/run/etcd.sock"} },
+			[]string{`etcd.endpoints[0] "unix:/run/etcd.sock" must be`}},
+		{"mixed TLS and plain endpoints", func(c *Config) {
+			c.Etcd.Endpoints = []string{"https://etcd-1:2379", "http://etcd-2:2379"}
+		}, []string{`etcd.endpoints[1] "http://etcd-2:2379": every endpoint must use TLS (https://, unixs://) or none (http://, unix://), like etcd.endpoints[0] "https://etcd-1:2379"`}},
 		{"cert without key", func(c *Config) { c.Etcd.Cert = "/c.pem" },
 			[]string{`etcd.cert "/c.pem" and etcd.key "": set both or neither`}},
 		{"key without cert", func(c *Config) { c.Etcd.Key = "/k.pem" },
