@@ -371,11 +371,8 @@ func TestE2EHAPartitionCycles(t *testing.T) {
 		cut := time.Now()
 		l.Freeze(victim)
 		haWaitFor(t, fmt.Sprintf("cycle %d: guests of %s back elsewhere", c, victim), 30*time.Second, func() bool {
-			if !settled() {
-				return false
-			}
 			for _, u := range uuids {
-				if l.runningOn(u)[0] == victim {
+				if hs := l.runningOn(u); len(hs) != 1 || hs[0] == victim {
 					return false
 				}
 			}
