@@ -277,6 +277,7 @@ Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3
 				},
 			},
 			shutdownCommand(getenv),
+			haCommand(getenv, configFlag),
 			{
 				Name:      "completion",
 				Usage:     "print a shell completion script",

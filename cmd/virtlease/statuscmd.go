@@ -224,6 +224,19 @@ func printStatus(w io.Writer, s statusJSON, opt statusOptions) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", h, stamp(u.Since), dash(strings.Join(g, ", ")))
 		}
 	}
+	if len(s.Intents) > 0 {
+		// HA domains: what should run (intent) beside what does (holder).
+		holders := map[string]string{}
+		for _, d := range s.Domains {
+			holders[d.UUID] = d.Host
+		}
+		fmt.Fprintln(tw, "\nHA DOMAIN\tUUID\tWANT\tHOLDER\tCANDIDATES\tRESTARTS\tLAST")
+		for _, id := range sortedKeys(s.Intents) {
+			in := s.Intents[id]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", in.Name, id, in.Want, dash(holders[id]),
+				dash(strings.Join(in.Candidates, ",")), in.Restarts, dash(in.Reason))
+		}
+	}
 	if len(s.Migrations) > 0 {
 		fmt.Fprintln(tw, "\nMIGRATING\tFROM\tTO\tSINCE")
 		for _, id := range sortedKeys(s.Migrations) {
