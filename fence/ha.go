@@ -39,6 +39,12 @@ type HAOptions struct {
 	Window      time.Duration
 }
 
+// RestartOrder is the order in which hosts should run uuid after losing its
+// host (or when evacuating it): see restartOrder.
+func RestartOrder(uuid string, candidates, live []string) []string {
+	return restartOrder(uuid, candidates, live)
+}
+
 // restartOrder is the order in which hosts should try to restart uuid:
 // the intent's candidates (hosts=) in their order, or else every live host
 // by rendezvous hash of the UUID, so all watchdogs agree without talking

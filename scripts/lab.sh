@@ -6,7 +6,11 @@
 #
 # Everything lives under $VL_LAB_ROOT (default /var/tmp/virtlease-lab); ports
 # start at $VL_LAB_PORT (default 23790): etcd client P, peer P+1, qemu-nbd P+2,
-# host i's proxy P+3+i. Commands that change the lab hold flock "$ROOT.lock".
+# host i's proxy P+3+i; host i's libvirtd gives its guests VNC ports
+# P+32+16i…P+39+16i and takes incoming migrations on P+40+16i…P+47+16i, so
+# that neither two hosts nor two labs race for libvirt's default ranges (every
+# lab host shares the machine's network). A lab of N hosts uses P…P+31+16N.
+# Commands that change the lab hold flock "$ROOT.lock".
 # Processes are only ever ended by recorded PID or by membership of a lab
 # host's recorded mount+UTS namespaces; nothing is killed by name.
 set -euo pipefail
@@ -32,7 +36,9 @@ usage: scripts/lab.sh COMMAND [ARGS]
   hosts                     the lab's host names, one a line
 
 environment:
-  VL_LAB_ROOT (/var/tmp/virtlease-lab)  VL_LAB_PORT (23790)
+  VL_LAB_ROOT (/var/tmp/virtlease-lab)  VL_LAB_PORT (23790): a lab of N hosts uses
+                         ports P…P+31+16N (etcd P, peer P+1, qemu-nbd P+2, host i's proxy
+                         P+3+i, VNC P+32+16i…+7, incoming migrations P+40+16i…+7)
   VL_BIN                 use this virtlease binary instead of building ./cmd/virtlease
   VL_LAB_NO_WATCHDOG=1   do not start virtlease watchdogs
   VL_LAB_TTL (10s) VL_LAB_RENEW (1s) VL_LAB_MARGIN (3s) VL_LAB_HOOK_TIMEOUT (5s) VL_LAB_HA_MAX_RESTARTS (3)
@@ -75,7 +81,9 @@ esac
 # the CPU it ran on (leaf 0x1f gives that CPU's x2APIC ID), and a cached entry
 # probed on another CPU is thrown away and probed again. QEMU guests are not
 # pinned: libvirt gives them every online CPU.
-LIBVIRTD=(taskset -c 0 libvirtd)
+# Its PATH is systemd's default, as on a real host: libvirtd hands it to the
+# hook, and virsh shows it in a refused start's error.
+LIBVIRTD=(env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin taskset -c 0 libvirtd)
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() {
@@ -118,6 +126,8 @@ all_hosts() {
 
 etcd_url() { echo "http://127.0.0.1:$PORT"; }
 proxy_port() { echo $((PORT + 3 + $(host_index "$1"))); }
+display_port() { echo $((PORT + 32 + 16 * $(host_index "$1"))); } # 8 VNC ports from here
+migration_port() { echo $((PORT + 40 + 16 * $(host_index "$1"))); } # 8 migration ports from here
 nbd_port() { echo $((PORT + 2)); }
 hdir() { echo "$ROOT/hosts/$1"; }
 uri() { echo "qemu+unix:///system?socket=$(hdir "$1")/run/libvirt/libvirt-sock"; }
@@ -357,11 +367,15 @@ proxy_pid() {
 render_domains() {
 	mkdir -p "$ROOT/domains"
 	local t=$REPO/testdata/lab
-	sed -e "s|@NAME@|vm1|; s|@UUID@|5d0e1a5e-0000-4000-8000-000000000001|; s|@DISK@|$ROOT/shared/vm1.qcow2|" \
+	# VNC on a unix socket in the host's own /var/lib/libvirt, not on TCP: every lab host
+	# (and every lab side by side) shares one network namespace, and the 5900+ ports each
+	# libvirtd picks on its own collide ("Failed to find an available port").
+	local vnc="s|<graphics type='vnc'[^>]*/>|<graphics type='vnc'><listen type='socket'/></graphics>|"
+	sed -e "s|@NAME@|vm1|; s|@UUID@|5d0e1a5e-0000-4000-8000-000000000001|; s|@DISK@|$ROOT/shared/vm1.qcow2|" -e "$vnc" \
 		"$t/domain-file.xml.in" >"$ROOT/domains/vm1.xml"
-	sed -e "s|@NAME@|vm1-copy|; s|@UUID@|5d0e1a5e-0000-4000-8000-0000000000c1|; s|@DISK@|$ROOT/shared/vm1.qcow2|" \
+	sed -e "s|@NAME@|vm1-copy|; s|@UUID@|5d0e1a5e-0000-4000-8000-0000000000c1|; s|@DISK@|$ROOT/shared/vm1.qcow2|" -e "$vnc" \
 		"$t/domain-file.xml.in" >"$ROOT/domains/vm1-copy.xml"
-	sed -e "s|@NAME@|vm2|; s|@UUID@|5d0e1a5e-0000-4000-8000-000000000002|; s|@EXPORT@|vm2|; s|@NBDPORT@|$(nbd_port)|" \
+	sed -e "s|@NAME@|vm2|; s|@UUID@|5d0e1a5e-0000-4000-8000-000000000002|; s|@EXPORT@|vm2|; s|@NBDPORT@|$(nbd_port)|" -e "$vnc" \
 		"$t/domain-nbd.xml.in" >"$ROOT/domains/vm2.xml"
 }
 
@@ -389,6 +403,11 @@ remember_owner = 0
 security_driver = "none"
 cgroup_controllers = [ ]
 vnc_listen = "127.0.0.1"
+# this host's own ranges (all lab hosts share one network: libvirt's defaults collide)
+remote_display_port_min = $(display_port "$h")
+remote_display_port_max = $(($(display_port "$h") + 7))
+migration_port_min = $(migration_port "$h")
+migration_port_max = $(($(migration_port "$h") + 7))
 EOF
 	: >"$d/etc-libvirt/virtlogd.conf"
 	: >"$d/etc-libvirt/libvirt.conf"
@@ -410,6 +429,10 @@ hook:
   timeout: ${VL_LAB_HOOK_TIMEOUT:-5s}
 ha:
   max_restarts: ${VL_LAB_HA_MAX_RESTARTS:-3}
+  # live evacuation (drain --evacuate): every host's libvirtd socket is
+  # reachable from every host's namespace; memory goes over loopback
+  migrate_uri: qemu+unix:///system?socket=$ROOT/hosts/{host}/run/libvirt/libvirt-sock
+  migrate_data_uri: tcp://127.0.0.1
 EOF
 	install_hook "$h"
 	cat >"$d/init.sh" <<EOF

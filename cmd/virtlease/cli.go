@@ -214,21 +214,26 @@ Exit codes: 0 released, 1 refused (holder alive, not found, not confirmed, chang
 				Description: `Writes PREFIX/drain/HOST {"since","by","evacuate"} (no lease: it stays
 through restarts of the host and its watchdog). From then on every new start
 of a guest on HOST is refused (virsh start says the host is draining);
-guests already running, libvirtd restarts (reconnect) and incoming live
-migrations are not affected. HOST is the config's host unless --host is given.
+incoming live migrations are refused too. Guests already running and
+libvirtd restarts (reconnect) are not affected. HOST is the config's host
+unless --host is given.
 
---evacuate only records the wish for now: nothing migrates guests away yet
-(that is later work). Move them yourself, e.g. virsh migrate --live.
+--evacuate then live-migrates this host's HA guests (mode="ha") to other
+live, non-draining candidates, one at a time (virsh migrate --live to
+ha.migrate_uri with {host} replaced; the migration hand-off moves their keys:
+no restart, no gap). It must run on the host being drained. Guests that
+cannot move keep running and are listed (exit 1). Other guests stay.
 
 Examples:
    virtlease drain                      # before maintenance on this host
    virtlease drain --host host-b        # from any machine with the config
    virtlease status --host host-b       # shows "draining"
 
-Exit codes: 0 draining (also when it already was), 2 usage or config, 3 etcd unavailable.`,
+Exit codes: 0 draining (also when it already was), 1 some HA guests could not be evacuated,
+2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
 					configFlag,
-					&cli.BoolFlag{Name: "evacuate", Usage: "record that guests should move away (recorded only: nothing moves them yet)"},
+					&cli.BoolFlag{Name: "evacuate", Usage: "also live-migrate this host's HA guests to other hosts"},
 					&cli.StringFlag{Name: "host", Usage: "the host to drain (default: the config's host)"},
 				},
 				Action: func(c *cli.Context) error {

@@ -126,6 +126,13 @@ type HAConfig struct {
 	// OnShutdown is what a host shutting down does with its HA domains:
 	// migrate, failover or stop. Default migrate.
 	OnShutdown string `yaml:"on_shutdown"`
+	// MigrateURI is the libvirt URI of another host for live evacuation
+	// (drain --evacuate, on_shutdown migrate); {host} is replaced by the
+	// destination's host name. Default qemu+ssh://{host}/system.
+	MigrateURI string `yaml:"migrate_uri"`
+	// MigrateDataURI is virsh migrate's migrate-uri (where the memory
+	// goes), {host} replaced likewise; "" lets libvirt choose. Default "".
+	MigrateDataURI string `yaml:"migrate_data_uri"`
 }
 
 // Duration is a time.Duration written in YAML as Go writes durations:
@@ -180,7 +187,7 @@ func DefaultConfig() Config {
 		Fence:   FenceConfig{Margin: Duration(3 * time.Second)},
 		Libvirt: LibvirtConfig{URI: "qemu:///system"},
 		Hook:    HookConfig{Timeout: Duration(5 * time.Second)},
-		HA:      HAConfig{MaxRestarts: 3, OnShutdown: "migrate"},
+		HA:      HAConfig{MaxRestarts: 3, OnShutdown: "migrate", MigrateURI: "qemu+ssh://{host}/system"},
 	}
 }
 
@@ -683,6 +690,9 @@ func (c Config) Validate() error {
 	}
 	if c.HA.MaxRestarts < 1 {
 		add("ha.max_restarts %d must be at least 1", c.HA.MaxRestarts)
+	}
+	if !strings.Contains(c.HA.MigrateURI, "{host}") {
+		add("ha.migrate_uri %q must name the destination as {host}, e.g. qemu+ssh://{host}/system", c.HA.MigrateURI)
 	}
 
 	if len(probs) == 0 {

@@ -54,7 +54,7 @@ func TestDefaultConfig(t *testing.T) {
 		Fence:   FenceConfig{Margin: secs(3)},
 		Libvirt: LibvirtConfig{URI: "qemu:///system"},
 		Hook:    HookConfig{Timeout: secs(5)},
-		HA:      HAConfig{MaxRestarts: 3, OnShutdown: "migrate"},
+		HA:      HAConfig{MaxRestarts: 3, OnShutdown: "migrate", MigrateURI: "qemu+ssh://{host}/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("DefaultConfig() = %+v\nwant %+v", c, want)
@@ -96,7 +96,7 @@ func TestLoadConfigFiles(t *testing.T) {
 			Libvirt: LibvirtConfig{URI: "qemu+ssh://localhost/system"},
 			Hook:    HookConfig{Timeout: secs(10)},
 			Metrics: MetricsConfig{Listen: "127.0.0.1:9479"},
-			HA:      HAConfig{MaxRestarts: 5, DefineMissing: true, OnShutdown: "failover"},
+			HA:      HAConfig{MaxRestarts: 5, DefineMissing: true, OnShutdown: "failover", MigrateURI: "qemu+ssh://{host}/system"},
 		}},
 		{"minimal.yaml", defaultsWithHost(t, func(c *Config) {
 			c.Etcd.Endpoints = []string{"http://192.0.2.10:2379"}

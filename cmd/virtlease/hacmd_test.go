@@ -43,3 +43,12 @@ func TestHAResetAndStatus(t *testing.T) {
 		t.Fatalf("intent after reset: %+v", in)
 	}
 }
+
+func TestMigrateURIValidation(t *testing.T) {
+	c := DefaultConfig()
+	c.Host = "host-a"
+	c.HA.MigrateURI = "qemu+ssh://host-b/system"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "ha.migrate_uri") {
+		t.Fatalf("a migrate_uri without {host} was accepted: %v", err)
+	}
+}

@@ -417,7 +417,7 @@ func TestDrainUndrain(t *testing.T) {
 	keys := l.store.Keys()
 
 	code, out, errw := l.run(nil, "drain", "--evacuate")
-	if code != 0 || !strings.Contains(out, "host host-a is draining since") || !strings.Contains(out, "nothing moves guests yet") {
+	if code != 0 || !strings.Contains(out, "host host-a is draining since") || !strings.Contains(out, "evacuated 0 HA guest(s) from host-a") {
 		t.Fatalf("drain: exit %d %q %q", code, out, errw)
 	}
 	resp, err := l.cli.Get(l.ctx(), keys.Drain("host-a"))

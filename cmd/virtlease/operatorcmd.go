@@ -184,9 +184,9 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 		return err
 	}
 	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	d, was, err := store.SetDrain(ctx, host, lease.Drain{Since: time.Now().UTC().Truncate(time.Second), By: operatorName(getenv), Evacuate: evacuate})
+	d, was, err := store.SetDrain(cctx, host, lease.Drain{Since: time.Now().UTC().Truncate(time.Second), By: operatorName(getenv), Evacuate: evacuate})
 	if err != nil {
 		return etcdFailure(cfg, err)
 	}
@@ -196,10 +196,26 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 	}
 	fmt.Fprintf(stdout, "host %s %s since %s (by %s): new starts there are refused; running guests keep running (virtlease undrain --host %s ends it)\n",
 		host, how, stamp(d.Since), d.By, host)
-	if d.Evacuate {
-		fmt.Fprintln(stdout, "evacuate is recorded, but nothing moves guests yet: migrate them by hand (virsh migrate)")
+	if evacuate {
+		if err := evacuateHA(ctx, cfg, host, stdout); err != nil {
+			return exit(hook.ExitRefused, err)
+		}
 	}
 	return nil
+}
+
+// evacuateHA moves this host's HA guests away (drain --evacuate). It must
+// run on the host being drained: virsh talks to the local libvirtd.
+func evacuateHA(ctx context.Context, cfg Config, host string, stdout io.Writer) error {
+	if host != cfg.Host {
+		return fmt.Errorf("drain --evacuate moves guests with the local libvirtd: run it on %s itself", host)
+	}
+	store, closeFn, err := dial(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return evacuate(ctx, cfg, store, host, stdout)
 }
 
 // runUndrain is `virtlease undrain`.

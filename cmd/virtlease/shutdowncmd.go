@@ -15,8 +15,8 @@ import (
 // it marks the shutdown, so the hook treats those stops as not clean and
 // the HA guests' intents stay running: another host starts them at once.
 // With stop, nothing is marked: the stops are clean and the guests stay
-// stopped. migrate (live evacuation first) is not implemented yet and
-// falls back to failover, saying so.
+// stopped. With migrate (the default) the HA guests are live-migrated away
+// first (as drain --evacuate does); what could not move fails over.
 func shutdownCommand(getenv func(string) string) *cli.Command {
 	return &cli.Command{
 		Name:  "shutdown-mark",
@@ -30,6 +30,12 @@ libvirt-guests stops the guests:
 			if err != nil {
 				return err
 			}
+			if cfg.HA.OnShutdown == "migrate" {
+				// Evacuate first; whatever could not move fails over.
+				if err := evacuateHA(c.Context, cfg, cfg.Host, c.App.ErrWriter); err != nil {
+					fmt.Fprintln(c.App.ErrWriter, "virtlease: "+err.Error())
+				}
+			}
 			return markShutdown(c.App.ErrWriter, defaultStateDir, cfg.HA.OnShutdown)
 		},
 	}
@@ -41,7 +47,7 @@ func markShutdown(w io.Writer, stateDir, mode string) error {
 		fmt.Fprintln(w, "virtlease: ha.on_shutdown is stop: HA guests stopped now stay stopped")
 		return nil
 	case "migrate":
-		fmt.Fprintln(w, "virtlease: ha.on_shutdown migrate: live evacuation is not implemented yet; failing over instead")
+		fmt.Fprintln(w, "virtlease: ha.on_shutdown migrate: HA guests that could not move fail over")
 	}
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return err
