@@ -3,6 +3,8 @@ package fence
 import (
 	"context"
 	"hash/fnv"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -100,7 +102,7 @@ func (w *Watchdog) restarter(ctx context.Context, o HAOptions) {
 		case <-t.C:
 		}
 		h := w.active.Load()
-		if h == nil {
+		if h == nil || w.shuttingDown() {
 			continue
 		}
 		w.restartOnce(ctx, o, *h, st)
@@ -170,4 +172,11 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 			delete(st.failedHere, u)
 		}
 	}
+}
+
+// shuttingDown reports whether virtlease-shutdown.service marked this host
+// as going down: it must not take guests then (the next candidate does).
+func (w *Watchdog) shuttingDown() bool {
+	_, err := os.Stat(filepath.Join(w.o.StateDir, "shutdown"))
+	return err == nil
 }

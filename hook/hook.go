@@ -172,6 +172,10 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		writeMarker(refused, err.Error())
 		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
 	}
+	if _, err := os.Stat(filepath.Join(h.Config.StateDir, "shutdown")); err == nil {
+		writeMarker(refused, "shutting down")
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("host %s is shutting down; refusing to start %s here", h.Config.Host, dom.Name)}
+	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
 		writeMarker(refused, err.Error())

@@ -124,6 +124,9 @@ func TestPrepare(t *testing.T) {
 		{"watchdog stopped", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.State = lease.SessionStopped }, ExitRefused, "virtlease-watchdog", false, true},
 		{"session of another boot", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.Boot = "boot-0" }, ExitRefused, "earlier boot", false, true},
 		{"session of another host name", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.Host = "host-z" }, ExitRefused, "host-z", false, true},
+		{"host shutting down", "rbd-auth-hosts.xml", func(e *env) {
+			os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("failover\n"), 0o644)
+		}, ExitRefused, "shutting down", false, true},
 		{"bad XML", "", nil, ExitUsage, "domain XML", false, false},
 		{"bogus mode", "mode-bogus.xml", nil, ExitUsage, "mode", false, false},
 		{"opt-out, nobody holds it", "mode-off.xml", func(e *env) { e.noSess = true }, ExitOK, "", false, false},

@@ -469,3 +469,38 @@ func TestE2EHADrainEvacuate(t *testing.T) {
 	}
 	w.check(t)
 }
+
+// Host shutdown with ha.on_shutdown: failover, run as systemd would: the
+// shutdown unit marks it, libvirt-guests stops the guests, the watchdog
+// stops. The HA guest starts on host-b at once; a non-HA guest does not.
+func TestE2EHAShutdownFailover(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.defineOn(t, l.Hosts, "plain1", plainUUID, "")
+	l.start(t, "host-a", "ha1")
+	l.start(t, "host-a", "plain1")
+	cfg, err := os.ReadFile(l.ConfigPath("host-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failover := filepath.Join(l.Root, "failover.yaml")
+	os.WriteFile(failover, []byte(strings.Replace(string(cfg), "\nha:\n", "\nha:\n  on_shutdown: failover\n", 1)), 0o644)
+	w := l.watchOverlap(haUUID, plainUUID)
+	begin := time.Now()
+	if out, stderr, err := l.Exec("host-a", filepath.Join(l.Root, "bin", "virtlease"), "--config", failover, "shutdown-mark"); err != nil {
+		t.Fatalf("shutdown-mark: %v %s %s", err, out, stderr)
+	}
+	for _, name := range []string{"ha1", "plain1"} { // what libvirt-guests does
+		if _, stderr, err := l.Virsh("host-a", "destroy", name); err != nil {
+			t.Fatalf("destroy %s: %v %s", name, err, stderr)
+		}
+	}
+	l.LabSh("stop-watchdog", "host-a")
+	haWaitFor(t, "ha1 on host-b", 20*time.Second, func() bool { return slices.Equal(l.runningOn(haUUID), []string{"host-b"}) })
+	t.Logf("shutdown began → ha1 running on host-b: %v", time.Since(begin).Round(time.Millisecond))
+	time.Sleep(3 * time.Second)
+	if hs := l.runningOn(plainUUID); len(hs) != 0 {
+		t.Errorf("the non-HA guest was started on %v", hs)
+	}
+	w.check(t)
+}
