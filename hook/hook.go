@@ -248,7 +248,9 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	}
 	started := h.marker("started", dom.UUID)
 	s, err := lease.ReadSession(filepath.Join(h.Config.StateDir, "session"))
-	if err != nil || s.Host != h.Config.Host {
+	if err != nil || s.Host != h.Config.Host || s.State == lease.SessionFencing {
+		// Fencing: etcd is out of reach (each call would cost libvirtd a
+		// full deadline) and the session's keys go with it anyway.
 		return nil
 	}
 	var intent *lease.Intent

@@ -202,6 +202,10 @@ func TestReleaseNeverFails(t *testing.T) {
 		{"etcd down", func(e *env) { e.claims.releaseErr = lease.ErrUnavailable }},
 		{"no session", func(e *env) { e.noSess = true }},
 		{"dial fails", func(e *env) { e.dialErr = errors.New("boom") }},
+		{"fencing: no etcd call at all", func(e *env) {
+			e.sessFile.State = lease.SessionFencing
+			e.dialErr = errors.New("must not dial while fencing")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -284,6 +288,12 @@ func TestHAIntentOnStop(t *testing.T) {
 			}
 			if err := h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml)); err != nil {
 				t.Fatal(err)
+			}
+			if tc.state == lease.SessionFencing {
+				if len(e.claims.releases) != 0 {
+					t.Fatalf("released while fencing: %+v", e.claims.releases)
+				}
+				return
 			}
 			if len(e.claims.releases) != 1 {
 				t.Fatalf("%d releases", len(e.claims.releases))
