@@ -124,11 +124,28 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		if err != nil || !managed {
 			continue
 		}
-		if from, err := os.ReadFile(filepath.Join(w.o.StateDir, "incoming", g.UUID)); err == nil {
+		marker := filepath.Join(w.o.StateDir, "incoming", g.UUID)
+		if from, err := os.ReadFile(marker); err == nil {
 			c.IncomingFrom = strings.TrimSpace(string(from))
 		}
 		r, err := w.o.Sessions.Claim(ctx, h, c)
 		var held *lease.HeldError
+		if c.IncomingFrom != "" && errors.As(err, &held) && held.Key == w.keys.Migration(g.UUID) {
+			// The guest came in by a migration that is no longer
+			// recorded (handed over, or failed): an ordinary guest now.
+			os.Remove(marker)
+			c.IncomingFrom = ""
+			r, err = w.o.Sessions.Claim(ctx, h, c)
+		}
+		if err == nil && c.IncomingFrom != "" && r.Pending == 0 {
+			// Every key is ours (the hand-off happened, or the source's
+			// session expired and we took them): the record has done its
+			// job. Left alone it would refuse every later migration.
+			if err := w.o.Sessions.DropMigration(ctx, h, g.UUID); err == nil {
+				os.Remove(marker)
+				w.o.Log.Info("reconcile: incoming migration complete; record dropped", "domain", g.Name, "uuid", g.UUID)
+			}
+		}
 		switch {
 		case err == nil && r.Written > 0:
 			w.o.Log.Info("reconcile: claimed keys for a running guest", "domain", g.Name, "uuid", g.UUID, "keys", r.Written)

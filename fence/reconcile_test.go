@@ -78,7 +78,12 @@ func TestReconcile(t *testing.T) {
 	}}
 	for i := range doms.running {
 		doms.running[i].XML = doms.running[i].UUID
+		doms.running[i].PID = 1000 + i
 	}
+	// A domain whose prepare hook still runs: active, no QEMU yet. Not
+	// reconcile's business, whoever holds it.
+	doms.running = append(doms.running, Guest{UUID: "u-starting", Name: "starting", XML: "u-starting"})
+	claim(b, "u-starting", "starting")
 	opts := ReconcileOptions{Domains: doms, Grace: time.Nanosecond, Parse: func(xml string) (lease.Claim, bool, error) {
 		return lease.Claim{UUID: xml, Name: xml[2:], Disks: disks[xml]}, xml != "u-off", nil
 	}}
@@ -110,6 +115,67 @@ func TestReconcile(t *testing.T) {
 	for _, d := range held {
 		if d.UUID == "u-mine" && !slices.Contains(d.Disks, "disk/new") {
 			t.Errorf("hot-plugged disk/new not claimed: %v", d.Disks)
+		}
+	}
+}
+
+// After an incoming live migration the destination's reconcile must treat
+// the guest as its own: a finished migration (record gone) is an ordinary
+// guest, and a record whose keys are all ours (the source expired
+// mid-hand-off) is dropped, or it would refuse every later migration.
+func TestReconcileIncomingMigrationEnds(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	sess := func(host string) lease.Holder {
+		id, _, _ := store.Grant(ctx, 30*time.Second)
+		store.Register(ctx, lease.HostRecord{Host: host, Lease: id})
+		return lease.Holder{Host: host, Lease: id}
+	}
+	a, b := sess("host-a"), sess("host-b")
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "incoming"), 0o755)
+	for _, u := range []string{"u-done", "u-orphan"} {
+		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.RecordMigration(ctx, b, u, u); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "incoming", u), []byte("host-a\n"), 0o644)
+	}
+	// u-done: handed over normally, but its keys were lost since (etcdctl
+	// del); u-orphan: the source died mid-hand-off, its keys expired.
+	if ok, err := store.HandOff(ctx, a, "u-done", nil); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	clus.Client(0).Delete(ctx, store.Keys().Domain("u-done"))
+	if err := store.Revoke(ctx, a.Lease); err != nil {
+		t.Fatal(err)
+	}
+	doms := &fakeDomains{running: []Guest{{UUID: "u-done", Name: "done", XML: "u-done", PID: 1}, {UUID: "u-orphan", Name: "orphan", XML: "u-orphan", PID: 2}}}
+	opts := ReconcileOptions{Domains: doms, Parse: func(xml string) (lease.Claim, bool, error) {
+		return lease.Claim{UUID: xml, Name: xml}, true, nil
+	}}
+	kills := &recordingGuests{}
+	w := New(Options{Config: testConfig, Host: "host-b", StateDir: dir, Sessions: store, Guests: kills,
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&b)
+	w.reconcileOnce(ctx, opts, b, map[string]time.Time{})
+	if len(kills.killed) != 0 {
+		t.Fatalf("killed %v", kills.killed)
+	}
+	for _, u := range []string{"u-done", "u-orphan"} {
+		if rec, _ := store.Holding(ctx, u); rec == nil || rec.Host != "host-b" {
+			t.Errorf("%s not re-claimed by host-b: %+v", u, rec)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "incoming", u)); err == nil {
+			t.Errorf("%s: incoming marker left", u)
+		}
+		if resp, _ := clus.Client(0).Get(ctx, store.Keys().Migration(u)); len(resp.Kvs) != 0 {
+			t.Errorf("%s: migration record left", u)
 		}
 	}
 }

@@ -171,6 +171,7 @@ func (s *sim) Claim(_ context.Context, h lease.Holder, c lease.Claim) (lease.Cla
 func (s *sim) Release(context.Context, lease.Holder, string, []string, *lease.Intent) (int, error) {
 	return 0, nil
 }
+func (s *sim) DropMigration(context.Context, lease.Holder, string) error { return nil }
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {

@@ -29,6 +29,7 @@ type Sessions interface {
 	Register(ctx context.Context, rec lease.HostRecord) error
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
+	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)
 	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
 	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)
@@ -77,7 +78,10 @@ type Options struct {
 	Clock    Clock
 	Sessions Sessions
 	Guests   Guests
-	Log      *slog.Logger
+	// Prefix is the etcd key prefix ("" = the default), to recognise keys
+	// named in refusals.
+	Prefix string
+	Log    *slog.Logger
 	// Device, when set, is the hardware watchdog (already opened with
 	// Config.DeviceTimeout).
 	Device Device
@@ -118,6 +122,7 @@ type Watchdog struct {
 	// the guests listed in our unfenced record are re-claimed under the
 	// next session, the others killed.
 	recovering bool
+	keys       lease.Keys
 	// guestsGone: while fencing, the last kill round found no guest left.
 	guestsGone bool
 	// active is the holder while the session is ok (nil otherwise), for
@@ -146,7 +151,7 @@ func New(o Options) *Watchdog {
 	if o.Metrics == nil {
 		o.Metrics = noMetrics{}
 	}
-	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second)}
+	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix)}
 }
 
 func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "session") }

@@ -139,3 +139,32 @@ func TestHandOffToDeadDestination(t *testing.T) {
 		t.Fatalf("source release: %d", n)
 	}
 }
+
+// The source keeps running the guest during the migration: its reconcile's
+// claim (not a start) must succeed, or the watchdog would kill the guest
+// mid-migration; a new start on the source is still refused.
+func TestMigrationSourceStillHoldsDuringMigration(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000005", "web")
+	s.Claim(ctx, a, d)
+	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name); err != nil {
+		t.Fatal(err)
+	}
+	adopt := d
+	adopt.Start = false
+	if _, err := s.Claim(ctx, a, adopt); err != nil {
+		t.Fatalf("source's reconcile claim during its own outgoing migration: %v", err)
+	}
+	var held *HeldError
+	if _, err := s.Claim(ctx, a, d); !errors.As(err, &held) {
+		t.Fatalf("a new start on the source during the migration: %v", err)
+	}
+	in := d
+	in.IncomingFrom = "host-a"
+	if r, err := s.Claim(ctx, b, in); err != nil || r.Pending != 1 {
+		t.Fatalf("destination claim: %+v %v (want the domain key pending)", r, err)
+	}
+}

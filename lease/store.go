@@ -59,7 +59,10 @@ type Claim struct {
 
 // ClaimResult says what a successful Claim did.
 type ClaimResult struct {
-	Written  int // keys written by this claim (0: all were mine already)
+	Written int // keys written by this claim (0: all were mine already)
+	// Pending counts keys left to an incoming migration's source: they
+	// become ours at its hand-off (0 when every key is ours).
+	Pending  int
 	Revision int64
 }
 
@@ -115,7 +118,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(in)))
 		}
 		if len(puts) == 0 {
-			return ClaimResult{Revision: resp.Header.Revision}, nil
+			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision}, nil
 		}
 		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
 		if err != nil {
@@ -126,7 +129,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			if c.Intent != nil {
 				n--
 			}
-			return ClaimResult{Written: n, Revision: resp.Header.Revision}, nil
+			return ClaimResult{Written: n, Pending: len(state.keep), Revision: resp.Header.Revision}, nil
 		}
 		// Else ran the reads: decide again from what is there now.
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}

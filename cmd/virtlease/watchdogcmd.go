@@ -87,6 +87,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		BootID:   bootID,
 		Clock:    bootClock{},
 		Sessions: store,
+		Prefix:   cfg.Prefix,
 		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
 		HA: &fence.HAOptions{
 			Store:       store,
