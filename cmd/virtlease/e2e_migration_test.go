@@ -412,14 +412,9 @@ func TestE2EMigration(t *testing.T) {
 // cannot hand the keys over. Safe: the guest keeps running on host-a and
 // host-c never gets in (the record on host-a's lease keeps it out until
 // host-b's keys expire; then host-a's reconcile claims them). Then the
-// migration record must be gone too; it is not (known bug, see the report):
-// it stays on host-a's lease, and every later migration of vm2 away from
-// host-a is refused ("is being migrated from host host-b to host host-a").
-// Skipped unless VL_E2E_KNOWN_BUGS=1.
+// migration record must be gone too (it once stayed on host-a's lease and
+// refused every later migration of vm2 away from host-a).
 func TestE2EMigrationSourceDiesMidHandOff(t *testing.T) {
-	if os.Getenv("VL_E2E_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a migration record outlives a hand-off the source never made; VL_E2E_KNOWN_BUGS=1 runs it")
-	}
 	f := newFM(t, 3)
 	const a, b, c = "host-a", "host-b", "host-c"
 	const name, uuid = "vm2", labVM2UUID
@@ -470,11 +465,9 @@ func TestE2EMigrationSourceDiesMidHandOff(t *testing.T) {
 // migration, its reconcile claims with IncomingFrom, is refused ("no
 // migration … is recorded") and skips the guest for as long as it runs
 // there; host-c's start then succeeds and vm2 runs twice (known bug, see the
-// report). Skipped unless VL_E2E_KNOWN_BUGS=1.
+// report; fixed: reconcile treats it as an ordinary guest once no
+// migration is recorded).
 func TestE2EMigratedGuestReconciled(t *testing.T) {
-	if os.Getenv("VL_E2E_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a migrated-in guest is never reconciled on its destination; VL_E2E_KNOWN_BUGS=1 runs it")
-	}
 	f := newFM(t, 3)
 	const a, b, c = "host-a", "host-b", "host-c"
 	f.mustStart(t, a, "vm2")
