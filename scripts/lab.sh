@@ -10,6 +10,12 @@
 # P+32+16i…P+39+16i and takes incoming migrations on P+40+16i…P+47+16i, so
 # that neither two hosts nor two labs race for libvirt's default ranges (every
 # lab host shares the machine's network). A lab of N hosts uses P…P+31+16N.
+# With VL_LAB_ETCD_MEMBERS=M > 1, etcd is a cluster of M members, each its own
+# process, data dir and ports, and each host reaches every member through a
+# proxy of its own (member 0 and the proxies to it keep the ports above; the
+# others come after the hosts' ranges, see usage). VL_LAB_HWDOG=1 gives each
+# host a stand-in hardware watchdog: a FIFO read by a supervisor
+# (scripts/labhwdog) that "resets" the host when it is not petted in time.
 # Commands that change the lab hold flock "$ROOT.lock".
 # Processes are only ever ended by recorded PID or by membership of a lab
 # host's recorded mount+UTS namespaces; nothing is killed by name.
@@ -25,21 +31,42 @@ usage: scripts/lab.sh COMMAND [ARGS]
   env                       shell lines: eval "$(scripts/lab.sh env)"
   virsh HOST ARGS…          virsh against HOST's libvirtd
   exec HOST CMD…            run CMD inside HOST's mount+UTS namespace
-  freeze HOST | thaw HOST   SIGSTOP / SIGCONT HOST's proxy to etcd (a partition that hangs)
+  freeze HOST | thaw HOST   SIGSTOP / SIGCONT HOST's proxies to etcd (a partition that hangs)
   cut HOST | heal HOST [DELAY]
-                            kill HOST's proxy (connections reset) / start it again, with
+                            kill HOST's proxies (connections reset) / start them again, with
                             optional per-chunk latency (e.g. 50ms)
   restart-libvirtd HOST [--kill]
                             stop HOST's libvirtd (SIGTERM, or SIGKILL) and start it again
   restart-watchdog HOST     stop HOST's virtlease watchdog (SIGTERM) and start it again
   start-watchdog HOST | stop-watchdog HOST [SIGNAL]
   hosts                     the lab's host names, one a line
+  boot HOST [--cold]        bring HOST back after a power loss or a hardware watchdog reset:
+                            start whichever of virtlogd, libvirtd, the watchdog device's
+                            supervisor and the virtlease watchdog is not running; --cold
+                            (only when nothing of HOST runs) first empties its /run, as a
+                            reboot does (the stand-in watchdog's FIFO stays)
+  etcd-kill N | etcd-start N
+                            SIGKILL etcd member N (0…M-1) / start it again on its data dir
+  etcd-stop N | etcd-cont N SIGSTOP / SIGCONT etcd member N
+  etcd-leader               the index N of the member etcd says leads now
+  etcd-endpoints            every member's client URL, comma-separated
 
 environment:
   VL_LAB_ROOT (/var/tmp/virtlease-lab)  VL_LAB_PORT (23790): a lab of N hosts uses
                          ports P…P+31+16N (etcd P, peer P+1, qemu-nbd P+2, host i's proxy
                          P+3+i, VNC P+32+16i…+7, incoming migrations P+40+16i…+7)
+  VL_LAB_ETCD_MEMBERS (1) etcd members M (1…9): member 0 as above; with X = P+32+16N,
+                         member m > 0 listens on X+2(m-1) (peer +1) in ROOT/etcdm, and host
+                         i reaches it through its proxy on X+2(M-1)+i(M-1)+m-1; the lab then
+                         uses P…X-1+(M-1)(N+2). Every host's config lists all its proxies.
+  VL_LAB_HWDOG=1         each host gets fence.hardware_watchdog /run/hwdog.fifo, a FIFO read
+                         by a lab supervisor (ROOT/hwdog/HOST.log) standing in for a device:
+                         armed when the watchdog opens it, not petted ("p") within
+                         ttl - 2×renew - 1 s (a close without the magic "V" keeps it counting)
+                         it SIGKILLs every process of the host but its namespace holder (a
+                         reset; "boot HOST" brings the host back). No real device is touched.
   VL_BIN                 use this virtlease binary instead of building ./cmd/virtlease
+  VL_LAB_TOOLS           a directory of prebuilt etcd, labproxy, … to copy instead of building
   VL_LAB_NO_WATCHDOG=1   do not start virtlease watchdogs
   VL_LAB_TTL (10s) VL_LAB_RENEW (1s) VL_LAB_MARGIN (3s) VL_LAB_HOOK_TIMEOUT (5s) VL_LAB_HA_MAX_RESTARTS (3)
                          timings written to each host's /etc/virtlease/config.yaml
@@ -96,6 +123,8 @@ die() {
 load_env() {
 	PORT=${VL_LAB_PORT:-23790}
 	NHOSTS=0
+	ETCD_MEMBERS=1 # lab.env names it only when > 1
+	HWDOG=0        # lab.env names it only when 1
 	if [[ -f $ROOT/lab.env ]]; then
 		# shellcheck disable=SC1091
 		. "$ROOT/lab.env"
@@ -129,6 +158,42 @@ proxy_port() { echo $((PORT + 3 + $(host_index "$1"))); }
 display_port() { echo $((PORT + 32 + 16 * $(host_index "$1"))); } # 8 VNC ports from here
 migration_port() { echo $((PORT + 40 + 16 * $(host_index "$1"))); } # 8 migration ports from here
 nbd_port() { echo $((PORT + 2)); }
+
+# etcd members and the extra proxies (VL_LAB_ETCD_MEMBERS > 1): after the
+# hosts' ranges, so that member 0 and a 1-member lab keep their ports.
+extra_port() { echo $((PORT + 32 + 16 * NHOSTS)); }
+member_client_port() {
+	if (($1 == 0)); then echo "$PORT"; else echo $(($(extra_port) + 2 * ($1 - 1))); fi
+}
+member_peer_port() { echo $(($(member_client_port "$1") + 1)); }
+member_url() { echo "http://127.0.0.1:$(member_client_port "$1")"; }
+member_dir() {
+	if (($1 == 0)); then echo "$ROOT/etcd"; else echo "$ROOT/etcd$1"; fi
+}
+member_name() {
+	if ((ETCD_MEMBERS == 1)); then echo lab; else echo "lab$1"; fi
+}
+etcd_urls() {
+	local m out=''
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do out+=${out:+,}$(member_url "$m"); done
+	echo "$out"
+}
+# host HOST's proxy to member M: member 0's is the one of a 1-member lab.
+member_proxy_port() {
+	if (($2 == 0)); then
+		proxy_port "$1"
+	else
+		echo $(($(extra_port) + 2 * (ETCD_MEMBERS - 1) + $(host_index "$1") * (ETCD_MEMBERS - 1) + $2 - 1))
+	fi
+}
+proxy_file() { # proxy_file HOST M EXT
+	if (($2 == 0)); then echo "$ROOT/proxy/$1.$3"; else echo "$ROOT/proxy/$1.$2.$3"; fi
+}
+proxy_endpoints() {
+	local m out=''
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do out+=${out:+, }http://127.0.0.1:$(member_proxy_port "$1" "$m"); done
+	echo "$out"
+}
 hdir() { echo "$ROOT/hosts/$1"; }
 uri() { echo "qemu+unix:///system?socket=$(hdir "$1")/run/libvirt/libvirt-sock"; }
 
@@ -212,11 +277,15 @@ wait_port() {
 
 # host_pids HOST: every process in HOST's recorded mount AND UTS namespaces.
 host_pids() {
-	local d mnt uts p self_mnt
+	local d mnt uts p self_mnt etc
 	d=$(hdir "$1")
 	[[ -s $d/mntns && -s $d/utsns ]] || return 0
 	mnt=$(<"$d/mntns")
 	uts=$(<"$d/utsns")
+	# Namespace inode numbers are reused as soon as a namespace is gone: the
+	# record of a lab stopped (or crashed) earlier may name a newer lab's host.
+	# Only a process that sees this host's etc-libvirt on /etc/libvirt is its.
+	etc=$(stat -c %d:%i "$d/etc-libvirt" 2>/dev/null) || return 0
 	self_mnt=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
 	if [[ $mnt == "$(readlink /proc/self/ns/mnt)" || $mnt == "$self_mnt" ]]; then
 		log "$1: recorded namespace $mnt is the machine's own: not touching it"
@@ -225,6 +294,7 @@ host_pids() {
 	for p in /proc/[0-9]*; do
 		[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mnt" ]] || continue
 		[[ $(readlink "$p/ns/uts" 2>/dev/null) == "$uts" ]] || continue
+		[[ $(stat -Lc %d:%i "$p/root/etc/libvirt" 2>/dev/null) == "$etc" ]] || continue
 		echo "${p#/proc/}"
 	done
 }
@@ -277,8 +347,18 @@ build() {
 	(
 		cd "$REPO"
 		export GOFLAGS=${GOFLAGS:--mod=mod}
-		go build -o "$ROOT/bin/.etcd.new" ./scripts/etcd
-		go build -o "$ROOT/bin/.labproxy.new" ./scripts/labproxy
+		# tool NAME: ./scripts/NAME built, or copied from $VL_LAB_TOOLS (the
+		# e2e harness builds them once for all its labs)
+		tool() {
+			if [[ -n ${VL_LAB_TOOLS:-} && -x $VL_LAB_TOOLS/$1 ]]; then
+				cp "$VL_LAB_TOOLS/$1" "$ROOT/bin/.$1.new"
+			else
+				go build -o "$ROOT/bin/.$1.new" "./scripts/$1"
+			fi
+		}
+		tool etcd
+		tool labproxy
+		if ((HWDOG == 1)); then tool labhwdog; fi
 		if [[ -n ${VL_BIN:-} ]]; then
 			[[ -x $VL_BIN ]] || die "VL_BIN=$VL_BIN is not an executable file"
 			cp "$VL_BIN" "$ROOT/bin/.virtlease.new"
@@ -288,15 +368,21 @@ build() {
 		fi
 	) || exit 1
 	# rename, never rewrite in place: running copies keep their file
-	local b
-	for b in etcd labproxy virtlease; do mv -f "$ROOT/bin/.$b.new" "$ROOT/bin/$b"; done
-	log "built etcd, labproxy, virtlease into $ROOT/bin ($((SECONDS - t0)) s)"
+	local b bins=(etcd labproxy virtlease)
+	if ((HWDOG == 1)); then bins=(etcd labproxy labhwdog virtlease); fi
+	for b in "${bins[@]}"; do mv -f "$ROOT/bin/.$b.new" "$ROOT/bin/$b"; done
+	printf -v b '%s, ' "${bins[@]}"
+	log "built ${b%, } into $ROOT/bin ($((SECONDS - t0)) s)"
 }
 
 # ---------------------------------------------------------------- etcd, nbd, proxies
 
 start_etcd() {
 	local pid
+	if ((ETCD_MEMBERS > 1)); then
+		start_etcd_cluster
+		return
+	fi
 	pid=$(pidof_file "$ROOT/etcd/etcd.pid")
 	if [[ -n $pid ]] && ours "$pid"; then
 		return 0
@@ -325,6 +411,81 @@ start_etcd() {
 	die "etcd not healthy after 30 s: see $ROOT/etcd/etcd.log"
 }
 
+# member_pid M: member M's PID if it runs (ours), else nothing.
+member_pid() {
+	local pid
+	pid=$(pidof_file "$(member_dir "$1")/etcd.pid")
+	if [[ -n $pid ]] && ours "$pid"; then echo "$pid"; fi
+	return 0
+}
+
+need_member() {
+	if [[ ! $1 =~ ^[0-9]$ ]] || (($1 >= ETCD_MEMBERS)); then die "etcd member '$1': want 0…$((ETCD_MEMBERS - 1))"; fi
+}
+
+# spawn_member M: start member M on its data dir (a new one when there is
+# none: --initial-cluster* only count then).
+spawn_member() {
+	local m=$1 d cluster='' i
+	d=$(member_dir "$m")
+	for ((i = 0; i < ETCD_MEMBERS; i++)); do
+		cluster+=${cluster:+,}$(member_name "$i")=http://127.0.0.1:$(member_peer_port "$i")
+	done
+	port_busy "$(member_client_port "$m")" && die "port $(member_client_port "$m") (etcd member $m) is in use by something else (set VL_LAB_PORT)"
+	port_busy "$(member_peer_port "$m")" && die "port $(member_peer_port "$m") (etcd member $m's peer) is in use by something else (set VL_LAB_PORT)"
+	mkdir -p "$d"
+	spawn "$d/etcd.pid" "$d/etcd.log" "$ROOT/bin/etcd" \
+		--name "$(member_name "$m")" --data-dir "$d/data" \
+		--listen-client-urls "$(member_url "$m")" --advertise-client-urls "$(member_url "$m")" \
+		--listen-peer-urls "http://127.0.0.1:$(member_peer_port "$m")" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$(member_peer_port "$m")" \
+		--initial-cluster "$cluster" --initial-cluster-token "lab-$PORT" \
+		--initial-cluster-state new --log-level warn
+}
+
+# wait_member M: until member M answers a health check (needs a quorum).
+wait_member() {
+	local m=$1 i
+	for ((i = 0; i < 300; i++)); do
+		if ETCDCTL_API=3 etcdctl --endpoints "$(member_url "$m")" --dial-timeout 1s --command-timeout 2s \
+			endpoint health >/dev/null 2>&1; then
+			return 0
+		fi
+		[[ -n $(member_pid "$m") ]] || die "etcd member $m exited: see $(member_dir "$m")/etcd.log"
+		sleep 0.1
+	done
+	die "etcd member $m not healthy after 30 s: see $(member_dir "$m")/etcd.log"
+}
+
+# start_etcd_cluster: all members; a fresh cluster when none runs, else the
+# missing members rejoin on their data dirs.
+start_etcd_cluster() {
+	local m any=''
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do [[ -n $(member_pid "$m") ]] && any=1; done
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do
+		[[ -n $(member_pid "$m") ]] && continue
+		[[ -z $any ]] && rm -rf "$(member_dir "$m")"
+		spawn_member "$m"
+	done
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do wait_member "$m"; done
+	log "etcd cluster of $ETCD_MEMBERS healthy at $(etcd_urls)"
+}
+
+# etcd_leader: the index of the member the members say leads.
+etcd_leader() {
+	local m out
+	out=$(ETCDCTL_API=3 etcdctl --endpoints "$(etcd_urls)" --dial-timeout 1s --command-timeout 2s \
+		endpoint status -w simple 2>/dev/null || true)
+	for ((m = 0; m < ETCD_MEMBERS; m++)); do
+		# "URL, ID, VERSION, DB SIZE, IS LEADER, …"
+		if awk -F', ' -v u="$(member_url "$m")" '$1 == u && $5 == "true" {f = 1} END {exit !f}' <<<"$out"; then
+			echo "$m"
+			return 0
+		fi
+	done
+	die "no etcd member says it leads (see etcdctl --endpoints $(etcd_urls) endpoint status)"
+}
+
 start_nbd() {
 	mkdir -p "$ROOT/shared"
 	[[ -f $ROOT/shared/vm1.qcow2 ]] || qemu-img create -q -f qcow2 "$ROOT/shared/vm1.qcow2" 16M
@@ -342,8 +503,9 @@ start_nbd() {
 }
 
 start_proxy() {
-	local h=$1 p pid delay=${2:-}
+	local h=$1 p pid delay=${2:-} m
 	mkdir -p "$ROOT/proxy"
+	for ((m = 1; m < ETCD_MEMBERS; m++)); do start_member_proxy "$h" "$m" "$delay"; done
 	pid=$(pidof_file "$ROOT/proxy/$h.pid")
 	if [[ -n $pid ]] && ours "$pid"; then
 		return 0
@@ -355,11 +517,36 @@ start_proxy() {
 	wait_port "$p" 50 || die "$h's proxy not listening on $p: see $ROOT/proxy/$h.log"
 }
 
+# start_member_proxy HOST M [DELAY]: HOST's proxy to etcd member M > 0.
+start_member_proxy() {
+	local h=$1 m=$2 delay=${3:-} p pid
+	pid=$(pidof_file "$(proxy_file "$h" "$m" pid)")
+	if [[ -n $pid ]] && ours "$pid"; then
+		return 0
+	fi
+	p=$(member_proxy_port "$h" "$m")
+	port_busy "$p" && die "port $p ($h's proxy to etcd member $m) is in use by something else (set VL_LAB_PORT)"
+	spawn "$(proxy_file "$h" "$m" pid)" "$(proxy_file "$h" "$m" log)" "$ROOT/bin/labproxy" \
+		-listen "127.0.0.1:$p" -to "127.0.0.1:$(member_client_port "$m")" ${delay:+-delay "$delay"}
+	wait_port "$p" 50 || die "$h's proxy to etcd member $m not listening on $p: see $(proxy_file "$h" "$m" log)"
+}
+
 proxy_pid() {
 	local pid
 	pid=$(pidof_file "$ROOT/proxy/$1.pid")
 	if [[ -z $pid ]] || ! ours "$pid"; then die "$1's proxy is not running"; fi
 	echo "$pid"
+}
+
+# proxy_pids HOST: the PIDs of HOST's proxies, one per etcd member (each must run).
+proxy_pids() {
+	local m pid
+	proxy_pid "$1"
+	for ((m = 1; m < ETCD_MEMBERS; m++)); do
+		pid=$(pidof_file "$(proxy_file "$1" "$m" pid)")
+		if [[ -z $pid ]] || ! ours "$pid"; then die "$1's proxy to etcd member $m is not running"; fi
+		echo "$pid"
+	done
 }
 
 # ---------------------------------------------------------------- domains
@@ -411,18 +598,23 @@ migration_port_max = $(($(migration_port "$h") + 7))
 EOF
 	: >"$d/etc-libvirt/virtlogd.conf"
 	: >"$d/etc-libvirt/libvirt.conf"
+	local hwdog=
+	if ((HWDOG == 1)); then
+		mkfifo "$d/run/hwdog.fifo"
+		hwdog=$'\n  hardware_watchdog: /run/hwdog.fifo # lab stand-in, read by scripts/labhwdog'
+	fi
 	cat >"$d/etc-virtlease/config.yaml" <<EOF
 # lab host $h (scripts/lab.sh): etcd through this host's own proxy
 host: $h
 prefix: /virtlease
 etcd:
-  endpoints: [http://127.0.0.1:$(proxy_port "$h")]
+  endpoints: [$(proxy_endpoints "$h")]
   dial_timeout: 2s
 session:
   ttl: ${VL_LAB_TTL:-10s}
   renew_interval: ${VL_LAB_RENEW:-1s}
 fence:
-  margin: ${VL_LAB_MARGIN:-3s}
+  margin: ${VL_LAB_MARGIN:-3s}$hwdog
 libvirt:
   uri: qemu:///system
 hook:
@@ -549,12 +741,28 @@ define_domains() {
 	done
 }
 
+# start_hwdog HOST: the supervisor reading HOST's stand-in watchdog device
+# (VL_LAB_HWDOG=1). It runs outside the host, so a reset does not end it;
+# the virtlease watchdog's open of the FIFO waits for it.
+start_hwdog() {
+	local h=$1 d pid
+	((HWDOG == 1)) || return 0
+	d=$(hdir "$h")
+	mkdir -p "$ROOT/hwdog"
+	pid=$(pidof_file "$ROOT/hwdog/$h.pid")
+	if [[ -n $pid ]] && ours "$pid"; then return 0; fi
+	[[ -p $d/run/hwdog.fifo ]] || die "$h: $d/run/hwdog.fifo is not a FIFO (a lab started without VL_LAB_HWDOG=1?)"
+	spawn "$ROOT/hwdog/$h.pid" "$ROOT/hwdog/$h.log" "$ROOT/bin/labhwdog" \
+		-fifo "$d/run/hwdog.fifo" -host-dir "$d" -config "$d/etc-virtlease/config.yaml"
+}
+
 start_watchdog() {
 	local h=$1 d holder pid
 	d=$(hdir "$h")
 	pid=$(pidof_file "$d/watchdog.pid")
 	if [[ -n $pid ]] && ours "$pid"; then return 0; fi
 	holder=$(need_holder "$h")
+	start_hwdog "$h"
 	spawn "$d/watchdog.pid" "$d/watchdog.log" \
 		nsenter -t "$holder" -m -u -- env VIRTLEASE_CONFIG=/etc/virtlease/config.yaml "$ROOT/bin/virtlease" watchdog
 	sleep 0.3
@@ -591,6 +799,38 @@ stop_watchdog() {
 
 # ---------------------------------------------------------------- commands
 
+# cmd_boot HOST [--cold]: after a power loss or a reset (every process of
+# the host killed, its namespace holder kept), start what is not running.
+cmd_boot() {
+	local h=$1 d holder p f
+	d=$(hdir "$h")
+	host_index "$h" >/dev/null
+	holder=$(need_holder "$h")
+	if [[ ${2:-} == --cold ]]; then
+		# a reboot: /run is a tmpfs, nothing in it survives (same boot ID
+		# here: one kernel runs every lab host)
+		for p in $(host_pids "$h"); do
+			[[ $p == "$holder" ]] || die "boot --cold: $h still runs pid $p ($(cat "/proc/$p/comm" 2>/dev/null))"
+		done
+		for f in "$d/run"/* "$d/run"/.[!.]*; do
+			[[ -e $f && $f != "$d/run/hwdog.fifo" ]] && rm -rf "$f"
+		done
+		mkdir -p "$d/run/libvirt" "$d/run/virtlease"
+	elif [[ -n ${2:-} ]]; then
+		die "usage: lab.sh boot HOST [--cold]"
+	fi
+	if [[ -z $(host_comm_pids "$h" virtlogd) ]]; then
+		in_host "$h" virtlogd -d </dev/null >>"$d/init.log" 2>&1
+	fi
+	if [[ -z $(host_comm_pids "$h" libvirtd) ]]; then
+		rm -f "$d/run/libvirtd.pid"
+		in_host "$h" "${LIBVIRTD[@]}" -d </dev/null >>"$d/init.log" 2>&1
+	fi
+	wait_libvirtd "$h"
+	start_hwdog "$h"
+	if [[ ${VL_LAB_NO_WATCHDOG:-} != 1 ]]; then start_watchdog "$h"; fi
+}
+
 lock() {
 	mkdir -p "$(dirname "$ROOT")"
 	exec 9>>"$ROOT.lock"
@@ -611,11 +851,29 @@ cmd_start() {
 		die "the lab in $ROOT runs on port $PORT; stop it first to change VL_LAB_PORT"
 	fi
 	PORT=${VL_LAB_PORT:-$PORT}
+	local members=${VL_LAB_ETCD_MEMBERS:-$ETCD_MEMBERS} hw=${VL_LAB_HWDOG:-$HWDOG} running=''
+	[[ $members =~ ^[1-9]$ ]] || die "start: VL_LAB_ETCD_MEMBERS=$members: want 1…9"
+	[[ $hw == 1 ]] || hw=0
+	[[ -n $(member_pid 0) ]] && running=1
+	if [[ -n $running ]] && ((members != ETCD_MEMBERS || hw != HWDOG)); then
+		die "the lab in $ROOT runs with $ETCD_MEMBERS etcd member(s), VL_LAB_HWDOG=$HWDOG; stop it first to change them"
+	fi
+	if [[ -n $running ]] && ((members > 1 && n != NHOSTS)); then
+		die "the lab in $ROOT runs $NHOSTS host(s) and $members etcd members (their ports follow the hosts'); stop it first to change N"
+	fi
+	ETCD_MEMBERS=$members HWDOG=$hw NHOSTS=$n
 	mkdir -p "$ROOT"/{hosts,proxy}
 	build
 	printf 'PORT=%s\nNHOSTS=%s\n' "$PORT" "$n" >"$ROOT/lab.env"
+	if ((ETCD_MEMBERS > 1)); then printf 'ETCD_MEMBERS=%s\n' "$ETCD_MEMBERS" >>"$ROOT/lab.env"; fi
+	if ((HWDOG == 1)); then printf 'HWDOG=1\n' >>"$ROOT/lab.env"; fi
 	for h in $(all_hosts); do
-		if (($(host_index "$h") >= n)); then stop_hosts "$h"; stop_pidfile "$ROOT/proxy/$h.pid"; fi
+		if (($(host_index "$h") >= n)); then
+			stop_pidfile "$ROOT/hwdog/$h.pid"
+			stop_hosts "$h"
+			stop_pidfile "$ROOT/proxy/$h.pid"
+			for i in "$ROOT/proxy/$h".*.pid; do [[ -f $i ]] && stop_pidfile "$i"; done
+		fi
 	done
 	start_etcd
 	start_nbd
@@ -633,10 +891,10 @@ cmd_start() {
 		if ((i == 0)); then save_caps "$h"; fi
 		if [[ ${VL_LAB_NO_WATCHDOG:-} != 1 ]]; then start_watchdog "$h"; fi
 	done
-	log "lab up: $n host(s) in $ROOT, etcd $(etcd_url) ($((SECONDS - t0)) s)"
+	log "lab up: $n host(s) in $ROOT, etcd $(etcd_urls) ($((SECONDS - t0)) s)"
 	cat <<EOF
-lab: $n host(s) in $ROOT; etcd at $(etcd_url); domains vm1, vm1-copy (same qcow2 file), vm2 (nbd) on every host
-  etcd:   ETCDCTL_API=3 etcdctl --endpoints $(etcd_url) get --prefix /virtlease
+lab: $n host(s) in $ROOT; etcd at $(etcd_urls); domains vm1, vm1-copy (same qcow2 file), vm2 (nbd) on every host
+  etcd:   ETCDCTL_API=3 etcdctl --endpoints $(etcd_urls) get --prefix /virtlease
 EOF
 	for ((i = 0; i < n; i++)); do
 		h=$(host_name "$i")
@@ -651,11 +909,14 @@ cmd_stop() {
 	[[ -d $ROOT ]] || return 0
 	lock
 	load_env
+	# the watchdog devices' supervisors first: a host going down is no reset
+	for h in "$ROOT"/hwdog/*.pid; do [[ -f $h ]] && stop_pidfile "$h"; done
 	# shellcheck disable=SC2046
 	stop_hosts $(all_hosts)
 	for h in "$ROOT"/proxy/*.pid; do [[ -f $h ]] && stop_pidfile "$h"; done
 	stop_pidfile "$ROOT/nbd.pid"
 	stop_pidfile "$ROOT/etcd/etcd.pid"
+	for h in "$ROOT"/etcd[1-9]/etcd.pid; do [[ -f $h ]] && stop_pidfile "$h"; done
 	if grep -qF " $ROOT/" /proc/self/mountinfo; then log "warning: mounts under $ROOT remain in this namespace"; fi
 	if [[ $purge == --purge ]]; then
 		rm -rf "$ROOT"
@@ -685,6 +946,9 @@ cmd_status() {
 	if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
 	echo "lab $ROOT, port $PORT, started with $NHOSTS host(s)"
 	echo "  etcd $(etcd_url): $(state "$pid")"
+	for ((n = 1; n < ETCD_MEMBERS; n++)); do
+		echo "  etcd member $n $(member_url "$n"): $(state "$(member_pid "$n")")"
+	done
 	pid=$(pidof_file "$ROOT/nbd.pid")
 	if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
 	echo "  qemu-nbd 127.0.0.1:$(nbd_port): $(state "$pid")"
@@ -695,6 +959,16 @@ cmd_status() {
 		pid=$(pidof_file "$ROOT/proxy/$h.pid")
 		if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
 		echo "    proxy 127.0.0.1:$(proxy_port "$h"): $(state "$pid")"
+		for ((n = 1; n < ETCD_MEMBERS; n++)); do
+			pid=$(pidof_file "$(proxy_file "$h" "$n" pid)")
+			if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
+			echo "    proxy 127.0.0.1:$(member_proxy_port "$h" "$n") to member $n: $(state "$pid")"
+		done
+		if ((HWDOG == 1)); then
+			pid=$(pidof_file "$ROOT/hwdog/$h.pid")
+			if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
+			echo "    watchdog device supervisor: $(state "$pid")"
+		fi
 		echo "    libvirtd: $(state "$(pidof_file "$d/run/libvirtd.pid")")"
 		echo "    virtlogd: $(state "$(pidof_file "$d/run/virtlogd.pid")")"
 		echo "    watchdog: $(state "$(pidof_file "$d/watchdog.pid")")"
@@ -712,7 +986,7 @@ cmd_env() {
 	echo "export VL_LAB_ROOT=$ROOT"
 	echo "export VL_LAB_PORT=$PORT"
 	echo "export ETCDCTL_API=3"
-	echo "alias lab-etcdctl='ETCDCTL_API=3 etcdctl --endpoints $(etcd_url)'"
+	echo "alias lab-etcdctl='ETCDCTL_API=3 etcdctl --endpoints $(etcd_urls)'"
 	for h in $(all_hosts); do
 		echo "alias virsh-$h='virsh -c \"$(uri "$h")\"'"
 	done
@@ -749,14 +1023,16 @@ main() {
 	freeze | thaw | cut)
 		[[ $# -eq 1 ]] || die "usage: lab.sh $cmd HOST"
 		load_env
-		local pid
-		pid=$(proxy_pid "$1")
+		local pids m
+		pids=$(proxy_pids "$1")
+		# shellcheck disable=SC2086 # one signal for all of the host's proxies at once
 		case $cmd in
-		freeze) kill -STOP "$pid" ;;
-		thaw) kill -CONT "$pid" ;;
+		freeze) kill -STOP $pids ;;
+		thaw) kill -CONT $pids ;;
 		cut)
-			kill -KILL "$pid"
+			kill -KILL $pids
 			rm -f "$ROOT/proxy/$1.pid"
+			for ((m = 1; m < ETCD_MEMBERS; m++)); do rm -f "$(proxy_file "$1" "$m" pid)"; done
 			;;
 		esac
 		;;
@@ -765,8 +1041,51 @@ main() {
 		load_env
 		lock
 		host_index "$1" >/dev/null
+		local m
 		stop_pidfile "$ROOT/proxy/$1.pid"
+		for ((m = 1; m < ETCD_MEMBERS; m++)); do stop_pidfile "$(proxy_file "$1" "$m" pid)"; done
 		start_proxy "$1" "${2:-}"
+		;;
+	boot)
+		[[ $# -ge 1 && $# -le 2 ]] || die "usage: lab.sh boot HOST [--cold]"
+		load_env
+		lock
+		cmd_boot "$@"
+		;;
+	etcd-kill | etcd-start | etcd-stop | etcd-cont)
+		[[ $# -eq 1 ]] || die "usage: lab.sh $cmd N"
+		load_env
+		need_member "$1"
+		local pid
+		case $cmd in
+		etcd-start)
+			lock
+			[[ -n $(member_pid "$1") ]] && return 0
+			[[ -d $(member_dir "$1")/data ]] || die "etcd member $1 has no data dir: scripts/lab.sh start"
+			spawn_member "$1"
+			wait_member "$1"
+			;;
+		*)
+			pid=$(member_pid "$1")
+			[[ -n $pid ]] || die "etcd member $1 is not running"
+			case $cmd in
+			etcd-kill)
+				kill_wait KILL 5 "$pid"
+				rm -f "$(member_dir "$1")/etcd.pid"
+				;;
+			etcd-stop) kill -STOP "$pid" ;;
+			etcd-cont) kill -CONT "$pid" ;;
+			esac
+			;;
+		esac
+		;;
+	etcd-leader)
+		load_env
+		etcd_leader
+		;;
+	etcd-endpoints)
+		load_env
+		etcd_urls
 		;;
 	restart-libvirtd)
 		[[ $# -ge 1 && $# -le 2 ]] || die "usage: lab.sh restart-libvirtd HOST [--kill]"
@@ -807,4 +1126,6 @@ main() {
 	esac
 }
 
-main "$@"
+# "; exit" on the same line: bash reads no further, so a lab.sh rewritten while
+# this one runs (an edit, a git checkout) is never half-read and run.
+main "$@"; exit
