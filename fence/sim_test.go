@@ -119,7 +119,6 @@ type sim struct {
 	lastPet    time.Duration
 	replies    []pending
 	violations int
-	restarts   int
 }
 
 type pending struct {

@@ -123,8 +123,14 @@ func (d Domain) DiskIDs() []string {
 // source passed as a file descriptor, an unknown disk type). A start must
 // then be refused: a disk that cannot be named cannot be protected.
 func ParseDomain(xmlText []byte) (Domain, error) {
+	if len(bytes.TrimSpace(xmlText)) == 0 {
+		return Domain{}, errors.New("domain XML: stdin is empty (libvirt passes the domain XML there)")
+	}
 	var x libvirtxml.Domain
 	if err := xml.Unmarshal(xmlText, &x); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Domain{}, errors.New("domain XML: stdin holds no XML element (is it a libvirt domain XML?)")
+		}
 		return Domain{}, fmt.Errorf("domain XML: %v", oneLine(err.Error()))
 	}
 	uuid, ok := canonicalUUID(x.UUID)

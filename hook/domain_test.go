@@ -351,7 +351,7 @@ func TestParseDomainIdentity(t *testing.T) {
 		{name: "not hex", xml: domainWith("vm", "g1111111-2222-4333-8444-555555555555"), wantErr: "invalid <uuid>"},
 		{name: "too short", xml: domainWith("vm", "1111"), wantErr: `invalid <uuid> "1111"`},
 		{name: "no name", xml: domainWith("", testUUID), wantErr: "domain XML: domain " + testUUID + " has no <name>"},
-		{name: "not XML", xml: "qemu: not xml", wantErr: "domain XML: EOF"},
+		{name: "not XML", xml: "qemu: not xml", wantErr: "domain XML: stdin holds no XML element"},
 		{name: "truncated", xml: "<domain><name>vm</name>\n<uuid>", wantErr: "domain XML: XML syntax error on line 2: unexpected EOF"},
 		{name: "other root", xml: "<network><name>n</name></network>", wantErr: "domain XML: expected element type <domain> but have <network>"},
 	}

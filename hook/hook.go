@@ -357,7 +357,12 @@ func (h *Hook) reconnect(ctx context.Context, stdin io.Reader) error {
 	_, err = claims.Claim(ctx, s.Holder(), lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs()})
 	var held *lease.HeldError
 	if errors.As(err, &held) {
-		return fmt.Errorf("guest %s runs here but %w", dom.Name, err)
+		// libvirt kills the guest when reconnect fails: that is the point.
+		where := held.Held.Host
+		if where == "" {
+			where = "another host"
+		}
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("guest %s runs here, but etcd says %s holds it (%s): libvirt will stop it here", dom.Name, where, held.Key)}
 	}
 	return nil
 }

@@ -12,6 +12,9 @@
 # end-to-end tests (not allowed under CI=true); VL_E2E_RUN ('E2E') the -run
 # pattern of the end-to-end tests.
 set -euo pipefail
+# The whole script is one { … } block, read before it runs: editing test.sh
+# during a run (it takes minutes) cannot change what this run does.
+{
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -19,10 +22,12 @@ export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 export GOFLAGS=${GOFLAGS:--mod=mod}
 CI=${CI:-}
 FUZZTIME=${VL_FUZZTIME:-10s}
-GO_MIN=1.26
 STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2 # 2026.2.2: the first release built for go 1.26
-APT_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils etcd-client spin gcc libc6-dev)
 T0=$SECONDS
+
+# APT_PACKAGES, GO_MIN, install_packages, check_go (shared with demo.sh)
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
 say() { printf '\n=== %s\n' "$*"; }
 die() {
@@ -90,37 +95,6 @@ summary() {
 
 # ---------------------------------------------------------------- setup
 
-install_packages() {
-	local missing=() p
-	for p in "${APT_PACKAGES[@]}"; do
-		[[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] || missing+=("$p")
-	done
-	if [[ ${#missing[@]} -eq 0 ]]; then
-		echo "apt packages present"
-		return 0
-	fi
-	if [[ $(id -u) != 0 ]]; then
-		[[ $CI == true ]] && die "missing packages ${missing[*]} and not root: run sudo ./scripts/test.sh"
-		echo "missing packages ${missing[*]}; not root, not installing them (the e2e tests will skip)"
-		return 0
-	fi
-	echo "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get -o DPkg::Lock::Timeout=600 update -q
-	apt-get -o DPkg::Lock::Timeout=600 install -y -q "${APT_PACKAGES[@]}"
-}
-
-check_go() {
-	command -v go >/dev/null || die "go not found: install Go >= $GO_MIN in /usr/local/go"
-	local v
-	v=$(go env GOVERSION)
-	v=${v#go}
-	if ! printf '%s\n%s\n' "$GO_MIN" "$v" | sort -V -C; then
-		die "go $v is too old: virtlease needs go >= $GO_MIN (/usr/local/go/bin is first on PATH)"
-	fi
-	echo "go $v"
-}
-
 install_staticcheck() {
 	TOOLS=${VL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/virtlease-tools}
 	export GOBIN=$TOOLS/bin
@@ -156,6 +130,25 @@ gofmt_check() {
 	return 1
 }
 
+# fuzz_one DIR NAME: fuzz one target. Go 1.26's fuzz coordinator can fail a
+# duration-bounded run with a bare "context deadline exceeded" at the
+# -fuzztime boundary under CPU load (go.dev/issue/75804, fixed in Go 1.27):
+# that, with no new reproducer in DIR/testdata/fuzz/NAME, is not a finding.
+fuzz_one() {
+	local dir=$1 name=$2 rc=0 out before after
+	before=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null || true)
+	out=$(go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "./${dir#./}" 2>&1) || rc=$?
+	printf '%s\n' "$out"
+	[[ $rc == 0 ]] && return 0
+	after=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null || true)
+	if [[ $before == "$after" && $out == *"--- FAIL: $name ("*$'\n'"    context deadline exceeded"$'\n'* ]] &&
+		[[ $(grep -c '^    ' <<<"$out") == 1 ]]; then
+		echo "(ignored: Go's fuzz coordinator deadline race, go.dev/issue/75804; no failing input was found)"
+		return 0
+	fi
+	return "$rc"
+}
+
 fuzz_all() {
 	local rc=0 f dir name
 	# every "func FuzzX(f *testing.F)" in a test file without a build tag
@@ -163,7 +156,7 @@ fuzz_all() {
 		[[ $(head -n 5 "$f") == *"//go:build"* ]] && continue
 		dir=$(dirname "$f")
 		echo "--- $dir $name ($FUZZTIME)"
-		go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "./${dir#./}" || rc=1
+		fuzz_one "$dir" "$name" || rc=1
 	done < <(grep -rHo --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]*\(' . |
 		sed -E 's/:func (Fuzz[A-Za-z0-9_]*)\($/:\1/' | sort)
 	return "$rc"
@@ -192,3 +185,5 @@ fi
 
 summary
 ((FAILED == 0))
+exit
+}

@@ -338,7 +338,10 @@ Example:
 func loadValid(c *cli.Context, getenv func(string) string) (Config, error) {
 	cfg, err := LoadConfig(configPath(c), getenv)
 	if err == nil {
-		err = cfg.Validate()
+		if err = cfg.Validate(); err != nil {
+			file, _ := resolveConfigPath(configPath(c), getenv)
+			err = fmt.Errorf("%s: %w", file, err)
+		}
 	}
 	if err != nil {
 		return cfg, exit(hook.ExitUsage, err)

@@ -29,7 +29,10 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 	strict := call.Op == "prepare" || call.Op == "migrate"
 	cfg, err := LoadConfig(configPath, getenv)
 	if err == nil {
-		err = cfg.Validate()
+		if err = cfg.Validate(); err != nil {
+			file, _ := resolveConfigPath(configPath, getenv)
+			err = fmt.Errorf("%s: %w", file, err)
+		}
 	}
 	if err != nil {
 		if !strict {
