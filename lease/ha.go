@@ -26,12 +26,14 @@ type HAView struct {
 	Live        []string // live hosts that are not draining, sorted
 }
 
-// HAView reads the intents and just enough of everything else (keys only,
-// where presence is all that matters) to find the restartable domains.
+// HAView reads the intents and just enough of everything else to find the
+// restartable domains, in two round trips whose cost grows with the number
+// of HA intents and hosts, not with the number of guests: the intents and
+// the (small) hosts, drain, migration and unfenced directories first, then
+// the domain key of each intent that wants running, count only.
 func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(s.keys.Dir("intents"), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.Dir("domains"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(s.keys.Dir("migrations"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
 		clientv3.OpGet(s.keys.Dir("hosts"), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
@@ -47,9 +49,9 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 		}
 		return m
 	}
-	held, migrating, hosts, draining := names(1), names(2), names(4), names(5)
+	migrating, hosts, draining := names(1), names(3), names(4)
 	unfenced := map[string]bool{}
-	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		u, err := decode[Unfenced](string(kv.Key), kv.Value)
 		if err != nil {
 			continue
@@ -59,13 +61,27 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 		}
 	}
 	v := HAView{Revision: resp.Header.Revision}
+	var want []Restartable
+	var gets []clientv3.Op
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		uuid := s.keys.Name(string(kv.Key))
 		in, err := decode[Intent](string(kv.Key), kv.Value)
-		if err != nil || in.Want != WantRunning || held[uuid] || migrating[uuid] || unfenced[uuid] {
+		if err != nil || in.Want != WantRunning || migrating[uuid] || unfenced[uuid] {
 			continue
 		}
-		v.Restartable = append(v.Restartable, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
+		want = append(want, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
+		gets = append(gets, clientv3.OpGet(s.keys.Domain(uuid), clientv3.WithCountOnly()))
+	}
+	if len(want) > 0 {
+		held, err := s.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return HAView{}, s.wrap(err, "reading the holders of HA domains")
+		}
+		for i, r := range want {
+			if held.Responses[i].GetResponseRange().Count == 0 {
+				v.Restartable = append(v.Restartable, r)
+			}
+		}
 	}
 	for h := range hosts {
 		if !draining[h] {

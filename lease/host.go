@@ -2,51 +2,64 @@ package lease
 
 import (
 	"context"
+	"sort"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Held lists the domains h holds: every domain key naming h's host and
-// lease, with the disk IDs held for each. It reads the domains and disks
-// directories (one range read each), so it costs O(keys in the cluster):
-// fine for the watchdog's periodic reconcile, not for a hot path.
+// lease, with the disk IDs held for each. It asks etcd for the keys
+// attached to h's lease (exactly this host's claims), then reads those, so
+// it costs O(this host's keys), whatever the size of the cluster.
 func (s *Store) Held(ctx context.Context, h Holder) ([]DomainStatus, error) {
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.keys.Dir("domains"), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.Dir("disks"), clientv3.WithPrefix()),
-	).Commit()
+	ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(h.Lease), clientv3.WithAttachedKeys())
 	if err != nil {
 		return nil, s.wrap(err, "listing this host's claims")
 	}
+	var gets []clientv3.Op
+	for _, k := range ttl.Keys {
+		key := string(k)
+		if strings.HasPrefix(key, s.keys.Dir("domains")) || strings.HasPrefix(key, s.keys.Dir("disks")) {
+			gets = append(gets, clientv3.OpGet(key))
+		}
+	}
+	if len(gets) == 0 {
+		return nil, nil
+	}
+	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
+	if err != nil {
+		return nil, s.wrap(err, "reading this host's claims")
+	}
 	byUUID := map[string]*DomainStatus{}
-	var out []*DomainStatus
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		rec, err := decode[Record](string(kv.Key), kv.Value)
-		if err != nil || rec.Host != h.Host || rec.Lease != h.Lease || ID(kv.Lease) != h.Lease {
-			continue
+	var order []string
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			key := string(kv.Key)
+			rec, err := decode[Record](key, kv.Value)
+			if err != nil || rec.Host != h.Host || rec.Lease != h.Lease || ID(kv.Lease) != h.Lease {
+				continue
+			}
+			d, ok := byUUID[rec.UUID]
+			if !ok {
+				d = &DomainStatus{Record: rec}
+				byUUID[rec.UUID] = d
+				order = append(order, rec.UUID)
+			}
+			if strings.HasPrefix(key, s.keys.Dir("domains")) {
+				d.Record = rec
+			} else {
+				// A disk key of ours, possibly without its domain key:
+				// listed anyway, so it can be released.
+				d.Disks = append(d.Disks, s.keys.Name(key))
+			}
 		}
-		d := &DomainStatus{Record: rec}
-		byUUID[rec.UUID] = d
-		out = append(out, d)
 	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		rec, err := decode[Record](string(kv.Key), kv.Value)
-		if err != nil || rec.Host != h.Host || rec.Lease != h.Lease {
-			continue
-		}
-		d, ok := byUUID[rec.UUID]
-		if !ok {
-			// A disk key of ours without its domain key: list it anyway,
-			// so it can be released.
-			d = &DomainStatus{Record: rec}
-			byUUID[rec.UUID] = d
-			out = append(out, d)
-		}
-		d.Disks = append(d.Disks, s.keys.Name(string(kv.Key)))
-	}
-	res := make([]DomainStatus, len(out))
-	for i, d := range out {
-		res[i] = *d
+	sort.Strings(order)
+	res := make([]DomainStatus, len(order))
+	for i, u := range order {
+		res[i] = *byUUID[u]
+		sort.Strings(res[i].Disks)
 	}
 	return res, nil
 }
