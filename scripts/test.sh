@@ -163,7 +163,7 @@ fuzz_all() {
 }
 
 e2e() {
-	go test -tags e2e -count=1 -v -timeout 15m ./cmd/virtlease/ -run "${VL_E2E_RUN:-E2E}"
+	go test -tags e2e -count=1 -v -timeout 25m ./cmd/virtlease/ -run "${VL_E2E_RUN:-E2E}"
 }
 
 step "gofmt -l" gofmt_check
