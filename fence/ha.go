@@ -2,6 +2,7 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"os"
 	"path/filepath"
@@ -19,9 +20,11 @@ type HAStore interface {
 	NoteRestartFailure(ctx context.Context, uuid, reason string) error
 }
 
-// Starter starts a domain through libvirt (whose hook claims it).
+// Starter starts a domain through libvirt (whose hook claims it), and
+// defines one this host lacks (ha.define_missing).
 type Starter interface {
 	Start(ctx context.Context, uuid string) error
+	Define(ctx context.Context, xml string) error
 }
 
 // HAOptions turns on the HA restarter: guests of lost hosts come back on a
@@ -39,6 +42,9 @@ type HAOptions struct {
 	// Defaults 3 per 10 minutes.
 	MaxRestarts int
 	Window      time.Duration
+	// DefineMissing defines the domain from the XML recorded with its
+	// intent on a candidate that lacks it (ha.define_missing).
+	DefineMissing bool
 }
 
 // RestartOrder is the order in which hosts should run uuid after losing its
@@ -153,7 +159,14 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 		}
 		w.o.Log.Warn("HA: restarting a guest whose host was lost", "domain", r.Intent.Name, "uuid", r.UUID, "rank", rank, "restarts", r.Intent.Restarts+1)
 		start := time.Now()
-		if err := o.Starter.Start(ctx, r.UUID); err != nil {
+		err = o.Starter.Start(ctx, r.UUID)
+		if errors.Is(err, ErrNoDomain) && o.DefineMissing && r.Intent.XML != "" {
+			w.o.Log.Info("HA: defining the domain here from the XML recorded at its last start", "domain", r.Intent.Name, "uuid", r.UUID)
+			if err = o.Starter.Define(ctx, r.Intent.XML); err == nil {
+				err = o.Starter.Start(ctx, r.UUID)
+			}
+		}
+		if err != nil {
 			w.o.Log.Warn("HA: restart failed here; the next candidate will try", "domain", r.Intent.Name, "err", err.Error())
 			o.Store.NoteRestartFailure(ctx, r.UUID, h.Host+": "+err.Error())
 			// Give every other candidate its turn before trying again here.

@@ -2,7 +2,6 @@ package fence
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,11 +59,26 @@ type hookStarter struct {
 	fail  map[string]bool // UUIDs whose start fails here (e.g. not defined)
 	mu    *sync.Mutex
 	runs  map[string][]string // uuid → hosts that started it
+	// defined: domains defined here by Define (ha.define_missing)
+	defined map[string]bool
+}
+
+func (s *hookStarter) Define(_ context.Context, xml string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.defined == nil {
+		s.defined = map[string]bool{}
+	}
+	s.defined[xml] = true // the tests record the UUID as the "XML"
+	return nil
 }
 
 func (s *hookStarter) Start(ctx context.Context, uuid string) error {
-	if s.fail[uuid] {
-		return errors.New("Domain not found: no domain with matching uuid")
+	s.mu.Lock()
+	defined := s.defined[uuid]
+	s.mu.Unlock()
+	if s.fail[uuid] && !defined {
+		return fmt.Errorf("fence: cannot start domain %s: %w", uuid, ErrNoDomain)
 	}
 	in := &lease.Intent{Want: lease.WantRunning, Name: uuid}
 	if _, err := s.store.Claim(ctx, s.h, lease.Claim{UUID: uuid, Name: uuid, Start: true, Intent: in}); err != nil {
@@ -207,4 +221,33 @@ func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
 	if in := snap.Intents["flaky"]; in.Want != lease.WantRunning || in.Restarts != 0 {
 		t.Fatalf("after reset: %+v", in)
 	}
+}
+
+// With ha.define_missing a candidate that lacks the domain defines it from
+// the XML recorded with the intent and starts it; without, it passes.
+func TestHADefineMissing(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	id, _, _ := store.Grant(ctx, 30*time.Second)
+	b := lease.Holder{Host: "host-b", Lease: id}
+	store.Register(ctx, lease.HostRecord{Host: "host-b", Lease: id})
+	intent := `{"want":"running","name":"lonely","restarts":0,"since":"2026-11-25T00:00:00Z","xml":"lonely"}`
+	if _, err := clus.Client(0).Put(ctx, store.Keys().Intent("lonely"), intent); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := map[string][]string{}
+	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&b)
+	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, DefineMissing: true,
+		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"lonely": true}, mu: &mu, runs: runs}})
+	waitUntil(t, "lonely defined and started on host-b", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs["lonely"]) == 1
+	})
 }

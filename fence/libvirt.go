@@ -568,6 +568,17 @@ func (l *Libvirt) Start(ctx context.Context, uuid string) error {
 	})
 }
 
+// Define defines a persistent domain from its XML on this host (HA restart
+// with ha.define_missing, for a host that lacks the domain).
+func (l *Libvirt) Define(ctx context.Context, xml string) error {
+	return l.call(ctx, func(c *lvConn) error {
+		if _, err := c.lv.DomainDefineXML(xml); err != nil {
+			return fmt.Errorf("fence: libvirt could not define the domain: %w", err)
+		}
+		return nil
+	})
+}
+
 // EventKind is libvirt's lifecycle event type (virDomainEventType).
 type EventKind int32
 

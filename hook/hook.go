@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -128,14 +129,37 @@ func (h *Hook) Run(ctx context.Context, args []string, stdin io.Reader) error {
 }
 
 func readDomain(stdin io.Reader) (Domain, error) {
+	d, _, err := readDomainXML(stdin)
+	return d, err
+}
+
+// readDomainXML is readDomain that also returns the XML as read.
+func readDomainXML(stdin io.Reader) (Domain, []byte, error) {
 	b, err := io.ReadAll(io.LimitReader(stdin, maxXML+1))
 	if err != nil {
-		return Domain{}, fmt.Errorf("reading the domain XML from stdin: %w", err)
+		return Domain{}, nil, fmt.Errorf("reading the domain XML from stdin: %w", err)
 	}
 	if len(b) > maxXML {
-		return Domain{}, fmt.Errorf("domain XML on stdin is larger than %d MiB", maxXML>>20)
+		return Domain{}, nil, fmt.Errorf("domain XML on stdin is larger than %d MiB", maxXML>>20)
 	}
-	return ParseDomain(b)
+	d, err := ParseDomain(b)
+	return d, b, err
+}
+
+// maxRecordedXML bounds the XML kept with an HA intent in etcd.
+const maxRecordedXML = 64 << 10
+
+// passwdAttr matches graphics passwords, which must never reach etcd.
+var passwdAttr = regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
+
+// recordableXML is the domain XML to keep with an HA intent, for hosts
+// that lack the domain (ha.define_missing): without passwords (secrets are
+// only referenced by UUID in a domain XML), and not at all when too large.
+func recordableXML(b []byte) string {
+	if len(b) > maxRecordedXML {
+		return ""
+	}
+	return passwdAttr.ReplaceAllString(string(b), "")
 }
 
 // session reads the session file and checks that this host may start
@@ -159,7 +183,7 @@ func (h *Hook) session() (lease.Session, error) {
 }
 
 func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
-	dom, err := readDomain(stdin)
+	dom, raw, err := readDomainXML(stdin)
 	if err != nil {
 		return &Error{Code: ExitUsage, Err: err}
 	}
@@ -188,7 +212,8 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		c.IncomingFrom = strings.TrimSpace(string(from))
 	}
 	if dom.Mode == ModeHA {
-		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second)}
+		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second),
+			XML: recordableXML(raw)}
 	}
 	if _, err := claims.Claim(ctx, s.Holder(), c); err != nil {
 		// Record that nothing is ours, so that the stopped/release calls

@@ -102,6 +102,9 @@ type Intent struct {
 	// Window is when the current max_restarts window began: restarts
 	// count within ha.max_restarts per 10 minutes from here.
 	Window time.Time `json:"window,omitempty"`
+	// XML is the domain XML at its last start, without passwords, for
+	// hosts that lack the domain (ha.define_missing).
+	XML string `json:"xml,omitempty"`
 }
 
 // Drain is the value of PREFIX/drain/HOST.

@@ -90,9 +90,10 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		Prefix:   cfg.Prefix,
 		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
 		HA: &fence.HAOptions{
-			Store:       store,
-			Starter:     lv,
-			MaxRestarts: cfg.HA.MaxRestarts,
+			Store:         store,
+			Starter:       lv,
+			MaxRestarts:   cfg.HA.MaxRestarts,
+			DefineMissing: cfg.HA.DefineMissing,
 		},
 		Reconcile: &fence.ReconcileOptions{
 			Domains: lv,
