@@ -286,7 +286,9 @@ func TestEtcdTLSAndRBAC(t *testing.T) {
 		want       string
 	}{
 		{"wrong password", "  endpoints: [" + endpoint + "]\n  cacert: " + p.CACert + "\n  cert: " + clientCert + "\n  key: " + clientKey +
-			"\n  username: virtlease\n  password_file: " + wrongPW + "\n", 2, `refused user "virtlease": wrong user name or password`},
+			// etcd checks the password with bcrypt: slow under -race on a
+			// loaded machine, so give the login time to be refused.
+			"\n  username: virtlease\n  password_file: " + wrongPW + "\n  dial_timeout: 15s\n", 2, `refused user "virtlease": wrong user name or password`},
 		{"no client certificate", "  endpoints: [" + endpoint + "]\n  cacert: " + p.CACert +
 			"\n  username: virtlease\n  password_file: " + pwFile + "\n  dial_timeout: 1s\n", 3, "etcd unavailable"},
 		{"missing cacert file", "  endpoints: [" + endpoint + "]\n  cacert: " + filepath.Join(dir, "nope.pem") + "\n", 2, "nope.pem"},
