@@ -70,14 +70,15 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 			continue
 		}
 		want = append(want, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
-		gets = append(gets, clientv3.OpGet(s.keys.Domain(uuid), clientv3.WithCountOnly()))
+		gets = append(gets, clientv3.OpGet(s.keys.Domain(uuid), clientv3.WithCountOnly(), clientv3.WithRev(v.Revision)))
 	}
-	if len(want) > 0 {
-		held, err := s.cli.Txn(ctx).Then(gets...).Commit()
+	for start := 0; start < len(want); start += maxTxnOps {
+		end := min(start+maxTxnOps, len(want))
+		held, err := s.cli.Txn(ctx).Then(gets[start:end]...).Commit()
 		if err != nil {
 			return HAView{}, s.wrap(err, "reading the holders of HA domains")
 		}
-		for i, r := range want {
+		for i, r := range want[start:end] {
 			if held.Responses[i].GetResponseRange().Count == 0 {
 				v.Restartable = append(v.Restartable, r)
 			}
@@ -91,6 +92,11 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	sort.Strings(v.Live)
 	return v, nil
 }
+
+// maxTxnOps is how many operations virtlease puts in one Txn: etcd refuses
+// a Txn of more than --max-txn-ops (default 128) with "too many operations
+// in txn request".
+const maxTxnOps = 100
 
 // BeginRestart takes the next restart of r for h: it counts the restart in
 // the intent, if the intent is unchanged since r was read, the domain is

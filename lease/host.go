@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -27,13 +28,29 @@ func (s *Store) Held(ctx context.Context, h Holder) ([]DomainStatus, error) {
 	if len(gets) == 0 {
 		return nil, nil
 	}
-	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
-	if err != nil {
-		return nil, s.wrap(err, "reading this host's claims")
+	// In Txns of at most maxTxnOps reads (a host may hold hundreds of
+	// keys), all at the revision of the first.
+	var rs []*etcdserverpb.ResponseOp
+	var rev int64
+	for start := 0; start < len(gets); start += maxTxnOps {
+		batch := gets[start:min(start+maxTxnOps, len(gets))]
+		if rev != 0 {
+			for i, op := range batch {
+				batch[i] = clientv3.OpGet(string(op.KeyBytes()), clientv3.WithRev(rev))
+			}
+		}
+		resp, err := s.cli.Txn(ctx).Then(batch...).Commit()
+		if err != nil {
+			return nil, s.wrap(err, "reading this host's claims")
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		rs = append(rs, resp.Responses...)
 	}
 	byUUID := map[string]*DomainStatus{}
 	var order []string
-	for _, r := range resp.Responses {
+	for _, r := range rs {
 		for _, kv := range r.GetResponseRange().Kvs {
 			key := string(kv.Key)
 			rec, err := decode[Record](key, kv.Value)
