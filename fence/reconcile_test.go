@@ -148,7 +148,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 	}
 	// u-done: handed over normally, but its keys were lost since (etcdctl
 	// del); u-orphan: the source died mid-hand-off, its keys expired.
-	if ok, err := store.HandOff(ctx, a, "u-done", nil); !ok || err != nil {
+	if ok, err := store.HandOff(ctx, a, "u-done", "", nil); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	clus.Client(0).Delete(ctx, store.Keys().Domain("u-done"))

@@ -125,6 +125,8 @@ type Watchdog struct {
 	keys       lease.Keys
 	// guestsGone: while fencing, the last kill round found no guest left.
 	guestsGone bool
+	// fencedAt is when the current fence began (boot clock).
+	fencedAt time.Duration
 	// active is the holder while the session is ok (nil otherwise), for
 	// the reconciler's goroutine.
 	active atomic.Pointer[lease.Holder]
@@ -244,6 +246,15 @@ func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 	if w.fencing {
 		// Sticky: keep killing whatever runs until a new session exists.
 		w.killAll(ctx, "fencing")
+	}
+	// After a fence, a new session (which revokes the old lease, freeing
+	// its keys) waits until a kill round found no guest left and one
+	// margin has passed: a start whose hook claimed just before the fence
+	// point has had its QEMU spawned, and killed, by then (found by the
+	// model, docs/model: code-prepare-norecheck).
+	holdBack := w.fencing && (!w.guestsGone || now-w.fencedAt < w.o.Config.Margin)
+	if holdBack && now >= w.nextRenew {
+		w.nextRenew = now + w.o.Config.RenewInterval // the next kill round, then look again
 	}
 	if !w.inflight && now >= w.nextRenew {
 		w.inflight = true
@@ -461,6 +472,7 @@ func (w *Watchdog) writeSession(state lease.SessionState) error {
 // fence kills every managed guest of this host. It never waits on etcd.
 func (w *Watchdog) fence(ctx context.Context, reason string) {
 	w.fencing = true
+	w.fencedAt = w.o.Clock.Now()
 	w.active.Store(nil)
 	w.o.Metrics.Fenced()
 	w.writeSession(lease.SessionFencing)

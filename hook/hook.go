@@ -73,7 +73,7 @@ type Claims interface {
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	Holding(ctx context.Context, uuid string) (*lease.Record, error)
 	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string) (string, error)
-	HandOff(ctx context.Context, src lease.Holder, uuid string, disks []string) (bool, error)
+	HandOff(ctx context.Context, src lease.Holder, uuid, name string, disks []string) (bool, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 }
 
@@ -206,16 +206,22 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		return &Error{Code: ExitUsage, Err: err}
 	}
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
-	if from, err := os.ReadFile(h.marker("incoming", dom.UUID)); err == nil {
+	if from, ok := h.incoming(dom.UUID); ok {
 		// An incoming live migration: the source keeps its keys until
 		// its QEMU is gone and it hands them over.
-		c.IncomingFrom = strings.TrimSpace(string(from))
+		c.IncomingFrom = from
 	}
 	if dom.Mode == ModeHA {
 		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second),
 			XML: recordableXML(raw)}
 	}
-	if _, err := claims.Claim(ctx, s.Holder(), c); err != nil {
+	// The claim must be settled before the watchdog's fence point: a claim
+	// acknowledged later may belong to a session that is being fenced.
+	fenceIn := time.Duration(s.Deadline) - h.Config.Margin - h.BootNow()
+	cctx, cancel := context.WithTimeout(ctx, fenceIn)
+	_, err = claims.Claim(cctx, s.Holder(), c)
+	cancel()
+	if err != nil {
 		// Record that nothing is ours, so that the stopped/release calls
 		// libvirt makes next answer at once, even with etcd down.
 		writeMarker(refused, err.Error())
@@ -223,6 +229,16 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 			return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", dom.Name, err)
 		}
 		return err
+	}
+	// Look at the session again: if the watchdog began to fence (or the
+	// session changed) while the claim was in flight, QEMU must not start
+	// on the strength of it. The keys are on a session that is going away.
+	if s2, err := h.session(); err != nil || s2.Lease != s.Lease {
+		if err == nil {
+			err = fmt.Errorf("%w (the session changed while the claim was in flight)", lease.ErrNoLiveSession)
+		}
+		writeMarker(refused, err.Error())
+		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
 	}
 	os.Remove(refused)
 	// A kill marker from an earlier run must not make this run's clean
@@ -265,9 +281,12 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	}
 	refused := h.marker("refused", dom.UUID)
 	if _, err := os.Stat(refused); err == nil {
-		// The prepare for this domain was refused: nothing here is ours.
+		// The prepare for this domain was refused: nothing here is ours,
+		// but for the record of a refused incoming migration, which must
+		// not outlive it.
 		if call.Op == "release" {
 			os.Remove(refused)
+			h.dropIncoming(ctx, dom.UUID)
 		}
 		return nil
 	}
@@ -298,7 +317,7 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	// A migration's source: its QEMU is gone, the destination runs the
 	// guest. Hand the keys over in one Txn, never freeing them; not a
 	// clean stop, so the HA intent stays as it is.
-	if handed, err := claims.HandOff(ctx, s.Holder(), dom.UUID, dom.DiskIDs()); err != nil || handed {
+	if handed, err := claims.HandOff(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs()); err != nil || handed {
 		if handed {
 			os.Remove(started)
 		}
@@ -390,6 +409,47 @@ func (h *Hook) reconnect(ctx context.Context, stdin io.Reader) error {
 		return &Error{Code: ExitRefused, Err: fmt.Errorf("guest %s runs here, but etcd says %s holds it (%s): libvirt will stop it here", dom.Name, where, held.Key)}
 	}
 	return nil
+}
+
+// incomingTTL bounds how long after its migrate hook an incoming marker
+// counts: libvirt runs the destination's prepare right after migrate, so an
+// older marker is a leftover of a failed migration, and a later plain start
+// must not claim as "incoming" and ride on the source's keys.
+const incomingTTL = 60 * time.Second
+
+// incoming returns the source host of a live migration into this host that
+// is starting now.
+func (h *Hook) incoming(uuid string) (string, bool) {
+	p := h.marker("incoming", uuid)
+	st, err := os.Stat(p)
+	if err != nil || time.Since(st.ModTime()) > incomingTTL {
+		return "", false
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", false
+	}
+	return strings.TrimSpace(string(b)), true
+}
+
+// dropIncoming deletes this host's migration record for uuid, if any, and
+// the marker, once the migration's start was refused.
+func (h *Hook) dropIncoming(ctx context.Context, uuid string) {
+	p := h.marker("incoming", uuid)
+	if _, err := os.Stat(p); err != nil {
+		return
+	}
+	s, err := lease.ReadSession(filepath.Join(h.Config.StateDir, "session"))
+	if err != nil || s.Host != h.Config.Host {
+		return
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return
+	}
+	if err := claims.DropMigration(ctx, s.Holder(), uuid); err == nil {
+		os.Remove(p)
+	}
 }
 
 func (h *Hook) marker(kind, uuid string) string {

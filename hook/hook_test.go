@@ -21,6 +21,7 @@ type fakeClaims struct {
 	holding    *lease.Record
 	claims     []lease.Claim
 	releases   []*lease.Intent
+	onClaim    func() // runs while the claim is "in flight"
 	// migration
 	migrateFrom string
 	migrateErr  error
@@ -30,6 +31,9 @@ type fakeClaims struct {
 
 func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
 	f.claims = append(f.claims, c)
+	if f.onClaim != nil {
+		f.onClaim()
+	}
 	return lease.ClaimResult{}, f.claimErr
 }
 
@@ -44,7 +48,7 @@ func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, stri
 	return f.migrateFrom, f.migrateErr
 }
 
-func (f *fakeClaims) HandOff(context.Context, lease.Holder, string, []string) (bool, error) {
+func (f *fakeClaims) HandOff(context.Context, lease.Holder, string, string, []string) (bool, error) {
 	return f.handOff, nil
 }
 
@@ -436,5 +440,65 @@ func TestRecordableXML(t *testing.T) {
 	}
 	if recordableXML(make([]byte, maxRecordedXML+1)) != "" {
 		t.Fatal("an oversized XML was recorded")
+	}
+}
+
+// Found by the model (docs/model, code-prepare-norecheck): a claim that
+// etcd acknowledges after the watchdog began to fence must not start QEMU.
+func TestPrepareRechecksSessionAfterClaim(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(s *lease.Session)
+	}{
+		{"fencing began", func(s *lease.Session) { s.State = lease.SessionFencing }},
+		{"new session", func(s *lease.Session) { s.Lease = 0x9999 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			h := e.hook(t)
+			e.claims.onClaim = func() {
+				s := e.sessFile
+				tc.change(&s)
+				lease.WriteSession(filepath.Join(e.dir, "session"), s)
+			}
+			err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "nbd.xml")))
+			if Code(err) != ExitRefused {
+				t.Fatalf("exit %d (%v): a claim that outlived the session started the guest", Code(err), err)
+			}
+		})
+	}
+}
+
+// Found by the model (code-incoming-marker): a marker left by a failed
+// migration must not let a later plain start claim as incoming.
+func TestStaleIncomingMarkerIgnored(t *testing.T) {
+	e := newEnv(t)
+	h := e.hook(t)
+	dom, _ := ParseDomain(fixture(t, "nbd.xml"))
+	p := h.marker("incoming", dom.UUID)
+	writeMarker(p, "host-b")
+	old := time.Now().Add(-2 * incomingTTL)
+	os.Chtimes(p, old, old)
+	if err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "nbd.xml"))); err != nil {
+		t.Fatal(err)
+	}
+	if from := e.claims.claims[0].IncomingFrom; from != "" {
+		t.Fatalf("a stale marker made a plain start claim as incoming from %q", from)
+	}
+}
+
+// A refused incoming migration's release drops its record.
+func TestRefusedIncomingDropsRecord(t *testing.T) {
+	e := newEnv(t)
+	e.claims.migrateFrom = "host-b"
+	h := e.hook(t)
+	xml := fixture(t, "nbd.xml")
+	h.Run(context.Background(), []string{"vm", "migrate", "begin", "-"}, bytes.NewReader(xml))
+	e.claims.claimErr = held()
+	h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(xml))
+	h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml))
+	h.Run(context.Background(), []string{"vm", "release", "end", "-"}, bytes.NewReader(xml))
+	if e.claims.dropped != 1 {
+		t.Fatalf("migration record dropped %d times after a refused incoming prepare", e.claims.dropped)
 	}
 }

@@ -84,7 +84,7 @@ func (s *Store) RecordMigration(ctx context.Context, h Holder, uuid, name string
 // destination and are never free in between. It returns false, doing
 // nothing, when no migration from src is recorded (an ordinary stop) or the
 // destination's session is gone (then the caller releases as usual).
-func (s *Store) HandOff(ctx context.Context, src Holder, uuid string, disks []string) (bool, error) {
+func (s *Store) HandOff(ctx context.Context, src Holder, uuid, name string, disks []string) (bool, error) {
 	mig := s.keys.Migration(uuid)
 	keys := s.claimKeys(uuid, disks)
 	for range retries {
@@ -116,14 +116,22 @@ func (s *Store) HandOff(ctx context.Context, src Holder, uuid string, disks []st
 		since := s.now().UTC().Truncate(time.Second)
 		for i, k := range keys {
 			kvs := kr.Responses[i].GetResponseRange().Kvs
+			rec := Record{UUID: uuid, Name: name}
 			if len(kvs) == 0 {
-				continue
+				// Gone already (the source's session expired or was
+				// revoked first): the destination runs the guest, so the
+				// key goes to it too. Dropping the record without it
+				// would leave the guest with no key and no record (found
+				// by the model, docs/model: code-handoff).
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k.key), "=", 0))
+			} else {
+				var err error
+				rec, err = decode[Record](k.key, kvs[0].Value)
+				if err != nil || !rec.heldBy(src, uuid) {
+					continue
+				}
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", kvs[0].ModRevision))
 			}
-			rec, err := decode[Record](k.key, kvs[0].Value)
-			if err != nil || !rec.heldBy(src, uuid) {
-				continue
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", kvs[0].ModRevision))
 			rec.Host, rec.Lease, rec.Since = dst.Host, dst.Lease, since
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(dst.Lease))))
 		}

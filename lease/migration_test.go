@@ -3,6 +3,8 @@ package lease
 import (
 	"errors"
 	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestMigrationHandOff(t *testing.T) {
@@ -39,7 +41,7 @@ func TestMigrationHandOff(t *testing.T) {
 	refused("incoming claim with no record", c, inC)
 	refused("during migration, after destination prepare", c, d)
 
-	handed, err := s.HandOff(ctx, a, d.UUID, d.Disks)
+	handed, err := s.HandOff(ctx, a, d.UUID, "", d.Disks)
 	if err != nil || !handed {
 		t.Fatalf("hand-off: %v %v", handed, err)
 	}
@@ -93,7 +95,7 @@ func TestMigrationFailedLeavesSource(t *testing.T) {
 		t.Fatal("stale migration record")
 	}
 	// With no record, the source's stop is an ordinary release.
-	if handed, err := s.HandOff(ctx, a, d.UUID, d.Disks); handed || err != nil {
+	if handed, err := s.HandOff(ctx, a, d.UUID, "", d.Disks); handed || err != nil {
 		t.Fatalf("hand-off without a record: %v %v", handed, err)
 	}
 }
@@ -132,7 +134,7 @@ func TestHandOffToDeadDestination(t *testing.T) {
 	s.Claim(ctx, a, d)
 	s.RecordMigration(ctx, b, d.UUID, d.Name)
 	s.Revoke(ctx, b.Lease) // drops host-b's record too
-	if handed, err := s.HandOff(ctx, a, d.UUID, nil); handed || err != nil {
+	if handed, err := s.HandOff(ctx, a, d.UUID, "", nil); handed || err != nil {
 		t.Fatalf("handed to a dead destination: %v %v", handed, err)
 	}
 	if n, _ := s.Release(ctx, a, d.UUID, nil, nil); n != 1 {
@@ -166,5 +168,37 @@ func TestMigrationSourceStillHoldsDuringMigration(t *testing.T) {
 	in.IncomingFrom = "host-a"
 	if r, err := s.Claim(ctx, b, in); err != nil || r.Pending != 1 {
 		t.Fatalf("destination claim: %+v %v (want the domain key pending)", r, err)
+	}
+}
+
+// Found by the model (docs/model, code-handoff): when the source's keys
+// are already gone at its hand-off (its session expired or was revoked
+// first), the keys go to the destination, which runs the guest; the record
+// is never dropped leaving the guest with no key and no record.
+func TestHandOffAfterSourceKeysGone(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b, c := session(t, s, "host-a"), session(t, s, "host-b"), session(t, s, "host-c")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000006", "db", "rbd/p/db6")
+	s.Claim(ctx, a, d)
+	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	// The source's session dies; its process still runs its release hook
+	// (under the session file it had).
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(a.Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.HandOff(ctx, a, d.UUID, "", d.Disks); !ok || err != nil {
+		t.Fatalf("hand-off: %v %v", ok, err)
+	}
+	for _, k := range []string{s.keys.Domain(d.UUID), s.keys.Disk(d.Disks[0])} {
+		resp, _ := cli.Get(ctx, k)
+		if len(resp.Kvs) != 1 || ID(resp.Kvs[0].Lease) != b.Lease {
+			t.Fatalf("%s not on host-b's lease: %v", k, resp.Kvs)
+		}
+	}
+	var held *HeldError
+	if _, err := s.Claim(ctx, c, d); !errors.As(err, &held) {
+		t.Fatalf("a third host got in after the hand-off: %v", err)
 	}
 }
