@@ -177,6 +177,9 @@ else
 fi
 step "go test -race" go test -race -count=1 ./...
 step "fuzz ($FUZZTIME each)" fuzz_all
+# The protocol's Promela model: the correct model must verify, every broken
+# variant must produce its counterexample (docs/model/README.md).
+step "model check (spin)" bash docs/model/check.sh
 if [[ ${VL_SKIP_E2E:-} == 1 && $CI != true ]]; then
 	skip "e2e" "VL_SKIP_E2E=1"
 else
