@@ -63,7 +63,7 @@ func TestReconcile(t *testing.T) {
 	claim(a, "u-mine", "mine", "disk/mine")           // mine, running
 	claim(a, "u-stale", "stale", "disk/stale")        // mine, not running here any more
 	claim(b, "u-other-disk", "other-disk", "disk/hp") // holds a disk host-a's guest hot-plugged
-	if _, err := store.RecordMigration(ctx, a, "u-incoming", "incoming"); err != nil {
+	if _, err := store.RecordMigration(ctx, a, "u-incoming", "incoming", nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -141,7 +141,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := store.RecordMigration(ctx, b, u, u); err != nil {
+		if _, err := store.RecordMigration(ctx, b, u, u, nil); err != nil {
 			t.Fatal(err)
 		}
 		os.WriteFile(filepath.Join(dir, "incoming", u), []byte("host-a\n"), 0o644)

@@ -72,7 +72,7 @@ type Claims interface {
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	Holding(ctx context.Context, uuid string) (*lease.Record, error)
-	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string) (string, error)
+	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string, disks []string) (string, error)
 	HandOff(ctx context.Context, src lease.Holder, uuid, name string, disks []string) (bool, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 }
@@ -349,7 +349,7 @@ func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
 	if err != nil {
 		return &Error{Code: ExitUsage, Err: err}
 	}
-	from, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name)
+	from, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs())
 	if err != nil {
 		if errors.Is(err, lease.ErrUnavailable) {
 			return fmt.Errorf("cannot migrate %s here: etcd did not answer: %w", dom.Name, err)

@@ -44,7 +44,7 @@ func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []st
 
 func (f *fakeClaims) Holding(context.Context, string) (*lease.Record, error) { return f.holding, nil }
 
-func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string) (string, error) {
+func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string, []string) (string, error) {
 	return f.migrateFrom, f.migrateErr
 }
 

@@ -29,7 +29,7 @@ import (
 // destination's prepare is an ordinary claim), or an error:
 // *HeldError when another migration of the domain is recorded, ErrNoSession
 // when h's session is not live, ErrUnavailable.
-func (s *Store) RecordMigration(ctx context.Context, h Holder, uuid, name string) (string, error) {
+func (s *Store) RecordMigration(ctx context.Context, h Holder, uuid, name string, disks []string) (string, error) {
 	dom, mig, hostKey := s.keys.Domain(uuid), s.keys.Migration(uuid), s.keys.Host(h.Host)
 	for range retries {
 		resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(dom), clientv3.OpGet(mig), clientv3.OpGet(hostKey)).Commit()
@@ -61,7 +61,7 @@ func (s *Store) RecordMigration(ctx context.Context, h Holder, uuid, name string
 			return "", &HeldError{Key: mig, Want: name,
 				Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", name, uuid, m.From, m.To, m.Since.UTC().Format(time.RFC3339))}
 		}
-		rec := Migration{From: holder.Host, To: h.Host, Since: s.now().UTC().Truncate(time.Second)}
+		rec := Migration{From: holder.Host, To: h.Host, Since: s.now().UTC().Truncate(time.Second), Disks: disks}
 		tr, err := s.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(dom), "=", kvs[0].ModRevision),
 			clientv3.Compare(clientv3.CreateRevision(mig), "=", 0),

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,11 +24,11 @@ func TestMigrationHandOff(t *testing.T) {
 			t.Fatalf("%s: %s's claim not refused: %v", step, h.Host, err)
 		}
 	}
-	from, err := s.RecordMigration(ctx, b, d.UUID, d.Name)
+	from, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	if err != nil || from != "host-a" {
 		t.Fatalf("record: %q %v", from, err)
 	}
-	if _, err := s.RecordMigration(ctx, c, d.UUID, d.Name); err == nil {
+	if _, err := s.RecordMigration(ctx, c, d.UUID, d.Name, d.Disks); err == nil {
 		t.Fatal("a second migration to host-c was recorded")
 	}
 	refused("during migration", c, d)
@@ -75,7 +76,7 @@ func TestMigrationFailedLeavesSource(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000002", "db", "rbd/p/db")
 	s.Claim(ctx, a, d)
-	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	in := d
 	in.IncomingFrom = "host-a"
 	if _, err := s.Claim(ctx, b, in); err != nil {
@@ -107,7 +108,7 @@ func TestMigrationSourceSessionDies(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000003", "mail")
 	s.Claim(ctx, a, d)
-	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	if err := s.Revoke(ctx, a.Lease); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestHandOffToDeadDestination(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000004", "dns")
 	s.Claim(ctx, a, d)
-	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	s.Revoke(ctx, b.Lease) // drops host-b's record too
 	if handed, err := s.HandOff(ctx, a, d.UUID, "", nil); handed || err != nil {
 		t.Fatalf("handed to a dead destination: %v %v", handed, err)
@@ -152,7 +153,7 @@ func TestMigrationSourceStillHoldsDuringMigration(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000005", "web")
 	s.Claim(ctx, a, d)
-	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name); err != nil {
+	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
 		t.Fatal(err)
 	}
 	adopt := d
@@ -182,7 +183,7 @@ func TestHandOffAfterSourceKeysGone(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000006", "db", "rbd/p/db6")
 	s.Claim(ctx, a, d)
-	s.RecordMigration(ctx, b, d.UUID, d.Name)
+	s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	// The source's session dies; its process still runs its release hook
 	// (under the session file it had).
 	if _, err := cli.Revoke(ctx, clientv3.LeaseID(a.Lease)); err != nil {
@@ -200,5 +201,29 @@ func TestHandOffAfterSourceKeysGone(t *testing.T) {
 	var held *HeldError
 	if _, err := s.Claim(ctx, c, d); !errors.As(err, &held) {
 		t.Fatalf("a third host got in after the hand-off: %v", err)
+	}
+}
+
+// Found by the fault campaign (docs/reliability.md, issue 1): while a
+// migration is recorded its disks belong to it, even after the source's
+// keys are gone and before the destination holds them: a copied XML
+// sharing a disk must be refused.
+func TestMigrationRecordKeepsDisks(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b, c := session(t, s, "host-a"), session(t, s, "host-b"), session(t, s, "host-c")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000007", "vm2", "nbd/127.0.0.1:10809/vm2")
+	s.Claim(ctx, a, d)
+	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, a.Lease); err != nil { // the source lost etcd
+		t.Fatal(err)
+	}
+	copied := vm("aaaaaaaa-0000-0000-0000-0000000000c7", "vm2-copy", "nbd/127.0.0.1:10809/vm2")
+	var held *HeldError
+	if _, err := s.Claim(ctx, c, copied); !errors.As(err, &held) || !strings.Contains(err.Error(), "being migrated") {
+		t.Fatalf("a copied XML took a migrating domain's disk: %v", err)
 	}
 }

@@ -79,6 +79,10 @@ type Migration struct {
 	From  string    `json:"from"`
 	To    string    `json:"to"`
 	Since time.Time `json:"since"`
+	// Disks are the migrating domain's disk IDs: while the record exists
+	// no other domain may claim them, even if the source's keys are gone
+	// before the destination holds them.
+	Disks []string `json:"disks,omitempty"`
 }
 
 // Want is the desired state of an HA domain.

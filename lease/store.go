@@ -107,7 +107,10 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
-			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev))
+			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev),
+			// No migration record written since the read: a new one
+			// could list one of our disks.
+			clientv3.Compare(clientv3.ModRevision(s.keys.Dir("migrations")), "<", resp.Header.Revision+1).WithPrefix())
 		if c.Intent != nil {
 			in := *c.Intent
 			if old := state.intent; old != nil && old.Want == WantRunning {
@@ -166,7 +169,7 @@ func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
 		clientv3.OpGet(s.keys.Host(h.Host)),
 		clientv3.OpGet(s.keys.Drain(h.Host)),
 		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.Migration(s.keys.Name(keys[0].key))),
+		clientv3.OpGet(s.keys.Dir("migrations"), clientv3.WithPrefix()),
 		clientv3.OpGet(s.keys.Intent(s.keys.Name(keys[0].key))))
 }
 
@@ -184,6 +187,15 @@ type claimState struct {
 	migRev   int64
 	keep     []int // keys left to a migration's source (not written)
 	intent   *Intent
+	// otherMigs are the migrations of other domains: their disks are
+	// theirs while the record exists.
+	otherMigs []otherMigration
+	readRev   int64
+}
+
+type otherMigration struct {
+	uuid string
+	m    Migration
 }
 
 func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.ResponseOp) (claimState, error) {
@@ -220,12 +232,16 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 		}
 		st.unfenced[s.keys.Name(string(kv.Key))] = u
 	}
-	if kvs := rs[len(keys)+3].GetResponseRange().Kvs; len(kvs) > 0 {
-		m, err := decode[Migration](string(kvs[0].Key), kvs[0].Value)
+	for _, kv := range rs[len(keys)+3].GetResponseRange().Kvs {
+		m, err := decode[Migration](string(kv.Key), kv.Value)
 		if err != nil {
 			return st, err
 		}
-		st.mig, st.migRev = &m, kvs[0].ModRevision
+		if string(kv.Key) == s.keys.Migration(s.keys.Name(keys[0].key)) {
+			st.mig, st.migRev = &m, kv.ModRevision
+			continue
+		}
+		st.otherMigs = append(st.otherMigs, otherMigration{uuid: s.keys.Name(string(kv.Key)), m: m})
 	}
 	if kvs := rs[len(keys)+4].GetResponseRange().Kvs; len(kvs) > 0 {
 		in, err := decode[Intent](string(kvs[0].Key), kvs[0].Value)
@@ -262,6 +278,15 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 	if st.mig != nil && st.mig.To != h.Host && (c.Start || st.mig.From != h.Host) { // the source keeps its running guest until the hand-off
 		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
 			Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", c.Name, c.UUID, st.mig.From, st.mig.To, st.mig.Since.UTC().Format(time.RFC3339))}
+	}
+	for _, om := range st.otherMigs {
+		for _, d := range c.Disks {
+			if slices.Contains(om.m.Disks, d) {
+				return &HeldError{Key: keys.Migration(om.uuid), Want: c.Name,
+					Why: fmt.Sprintf("disk %s belongs to domain %s, being migrated from host %s to host %s since %s",
+						d, om.uuid, om.m.From, om.m.To, om.m.Since.UTC().Format(time.RFC3339))}
+			}
+		}
 	}
 	for i, k := range st.keys {
 		rec := st.recs[i]
