@@ -52,6 +52,7 @@ CHECKS=(
 	"code-prepare-norecheck|find|-DCODE_NORECHECK -DNOMIG -DMAXEP=1 $FIND_BASE"
 	"code-handoff|find|-DCODE_HANDOFF -DMAXEP=2 $FIND_BASE"
 	"code-incoming-marker|find|-DCODE_MARKER -DMAXEP=1 $FIND_BASE"
+	"code-incoming-marker-ttl|find|-DCODE_MARKER_TTL -DMAXEP=1 $FIND_BASE"
 )
 FULL="full|verify|"
 
