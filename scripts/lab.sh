@@ -301,6 +301,7 @@ host_pids() {
 
 # in_host_ns HOST PID: PID is one of HOST's processes. (No "host_pids | grep -q":
 # under pipefail grep's early exit fails the pipeline with SIGPIPE.)
+# shellcheck disable=SC2317 # no command uses it now; shellcheck calls an unused function after the final exit unreachable
 in_host_ns() {
 	local pids
 	pids=$(host_pids "$1")
