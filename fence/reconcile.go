@@ -124,7 +124,8 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		if err != nil || !managed {
 			continue
 		}
-		marker := filepath.Join(w.o.StateDir, "incoming", g.UUID)
+		// Written by the prepare of an incoming live migration.
+		marker := filepath.Join(w.o.StateDir, "migrated", g.UUID)
 		if from, err := os.ReadFile(marker); err == nil {
 			c.IncomingFrom = strings.TrimSpace(string(from))
 		}

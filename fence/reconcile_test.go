@@ -59,20 +59,20 @@ func TestReconcile(t *testing.T) {
 		}
 	}
 	claim(b, "u-elsewhere", "elsewhere")              // runs here too: two hosts
-	claim(b, "u-incoming", "incoming")                // migrating to host-a
+	claim(b, "u-incoming", "migrated")                // migrating to host-a
 	claim(a, "u-mine", "mine", "disk/mine")           // mine, running
 	claim(a, "u-stale", "stale", "disk/stale")        // mine, not running here any more
 	claim(b, "u-other-disk", "other-disk", "disk/hp") // holds a disk host-a's guest hot-plugged
-	if _, err := store.RecordMigration(ctx, a, "u-incoming", "incoming", nil); err != nil {
+	if _, err := store.RecordMigration(ctx, a, "u-incoming", "migrated", nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "incoming"), 0o755)
-	os.WriteFile(filepath.Join(dir, "incoming", "u-incoming"), []byte("host-b\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "migrated"), 0o755)
+	os.WriteFile(filepath.Join(dir, "migrated", "u-incoming"), []byte("host-b\n"), 0o644)
 
 	disks := map[string][]string{"u-mine": {"disk/mine", "disk/new"}, "u-hotplug": {"disk/hp"}}
 	doms := &fakeDomains{running: []Guest{
-		{UUID: "u-elsewhere", Name: "elsewhere"}, {UUID: "u-incoming", Name: "incoming"},
+		{UUID: "u-elsewhere", Name: "elsewhere"}, {UUID: "u-incoming", Name: "migrated"},
 		{UUID: "u-mine", Name: "mine"}, {UUID: "u-adopt", Name: "adopt"}, {UUID: "u-hotplug", Name: "hotplug"},
 		{UUID: "u-off", Name: "off"},
 	}}
@@ -136,7 +136,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 	}
 	a, b := sess("host-a"), sess("host-b")
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "incoming"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "migrated"), 0o755)
 	for _, u := range []string{"u-done", "u-orphan"} {
 		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true}); err != nil {
 			t.Fatal(err)
@@ -144,7 +144,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 		if _, err := store.RecordMigration(ctx, b, u, u, nil); err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(filepath.Join(dir, "incoming", u), []byte("host-a\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "migrated", u), []byte("host-a\n"), 0o644)
 	}
 	// u-done: handed over normally, but its keys were lost since (etcdctl
 	// del); u-orphan: the source died mid-hand-off, its keys expired.
@@ -171,7 +171,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 		if rec, _ := store.Holding(ctx, u); rec == nil || rec.Host != "host-b" {
 			t.Errorf("%s not re-claimed by host-b: %+v", u, rec)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "incoming", u)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "migrated", u)); err == nil {
 			t.Errorf("%s: incoming marker left", u)
 		}
 		if resp, _ := clus.Client(0).Get(ctx, store.Keys().Migration(u)); len(resp.Kvs) != 0 {

@@ -208,8 +208,14 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
 	if from, ok := h.incoming(dom.UUID); ok {
 		// An incoming live migration: the source keeps its keys until
-		// its QEMU is gone and it hands them over.
+		// its QEMU is gone and it hands them over. Only this prepare,
+		// the one right after the migrate hook, may use the marker: it
+		// becomes "migrated" (for release and reconcile), so no later
+		// plain start can claim as incoming (found by the model,
+		// docs/model: code-incoming-marker-ttl).
 		c.IncomingFrom = from
+		os.MkdirAll(filepath.Dir(h.marker("migrated", dom.UUID)), 0o755)
+		os.Rename(h.marker("incoming", dom.UUID), h.marker("migrated", dom.UUID))
 	}
 	if dom.Mode == ModeHA {
 		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second),
@@ -306,12 +312,12 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	if err != nil {
 		return nil
 	}
-	incoming := h.marker("incoming", dom.UUID)
-	if _, err := os.Stat(incoming); err == nil {
+	migrated := h.marker("migrated", dom.UUID)
+	if _, err := os.Stat(migrated); err == nil {
 		// This host was a migration's destination: a failed migration
 		// leaves a record of ours to drop (a finished one left none).
 		if err := claims.DropMigration(ctx, s.Holder(), dom.UUID); err == nil && call.Op == "release" {
-			os.Remove(incoming)
+			os.Remove(migrated)
 		}
 	}
 	// A migration's source: its QEMU is gone, the destination runs the
@@ -435,7 +441,7 @@ func (h *Hook) incoming(uuid string) (string, bool) {
 // dropIncoming deletes this host's migration record for uuid, if any, and
 // the marker, once the migration's start was refused.
 func (h *Hook) dropIncoming(ctx context.Context, uuid string) {
-	p := h.marker("incoming", uuid)
+	p := h.marker("migrated", uuid)
 	if _, err := os.Stat(p); err != nil {
 		return
 	}

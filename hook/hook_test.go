@@ -410,7 +410,7 @@ func TestMigration(t *testing.T) {
 		if e.claims.dropped == 0 {
 			t.Fatal("record not dropped")
 		}
-		if _, err := os.Stat(h.marker("incoming", "2f9d8c7b-6a5e-4d3c-b2a1-908f7e6d5c4b")); err == nil {
+		if _, err := os.Stat(h.marker("migrated", "2f9d8c7b-6a5e-4d3c-b2a1-908f7e6d5c4b")); err == nil {
 			t.Error("incoming marker left behind")
 		}
 	})
@@ -500,5 +500,21 @@ func TestRefusedIncomingDropsRecord(t *testing.T) {
 	h.Run(context.Background(), []string{"vm", "release", "end", "-"}, bytes.NewReader(xml))
 	if e.claims.dropped != 1 {
 		t.Fatalf("migration record dropped %d times after a refused incoming prepare", e.claims.dropped)
+	}
+}
+
+// Only the migration's own prepare claims as incoming: a second start
+// right after (the migration failed, its record could not be dropped)
+// is a plain start (found by the model: code-incoming-marker-ttl).
+func TestIncomingMarkerUsedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.claims.migrateFrom = "host-b"
+	h := e.hook(t)
+	xml := fixture(t, "nbd.xml")
+	for _, op := range [][]string{{"migrate", "begin"}, {"prepare", "begin"}, {"prepare", "begin"}} {
+		h.Run(context.Background(), []string{"vm", op[0], op[1], "-"}, bytes.NewReader(xml))
+	}
+	if len(e.claims.claims) != 2 || e.claims.claims[0].IncomingFrom != "host-b" || e.claims.claims[1].IncomingFrom != "" {
+		t.Fatalf("claims %+v: want the first incoming from host-b, the second plain", e.claims.claims)
 	}
 }

@@ -281,8 +281,10 @@ func TestE2EMigration(t *testing.T) {
 		f.heldBy(t, b, uuid, disk)
 		f.mustRefuse(t, a, name, b)
 		f.mustRefuse(t, c, name, b)
-		if _, err := os.Stat(f.HostDir(a) + "/run/virtlease/incoming/" + uuid); err == nil {
-			t.Errorf("host-a's incoming marker for %s left behind", name)
+		for _, m := range []string{"incoming", "migrated"} {
+			if _, err := os.Stat(f.HostDir(a) + "/run/virtlease/" + m + "/" + uuid); err == nil {
+				t.Errorf("host-a's %s marker for %s left behind", m, name)
+			}
 		}
 	})
 
@@ -496,7 +498,7 @@ func TestE2EMigratedGuestReconciled(t *testing.T) {
 		t.Errorf("host-c started vm2 while host-b runs it")
 		f.Virsh(c, "destroy", "vm2")
 	}
-	if _, err := os.Stat(f.HostDir(b) + "/run/virtlease/incoming/" + labVM2UUID); err == nil {
-		t.Logf("host-b still has the incoming marker of the finished migration")
+	if _, err := os.Stat(f.HostDir(b) + "/run/virtlease/migrated/" + labVM2UUID); err == nil {
+		t.Logf("host-b still has the migrated marker of the finished migration")
 	}
 }
