@@ -190,7 +190,6 @@ type claimState struct {
 	// otherMigs are the migrations of other domains: their disks are
 	// theirs while the record exists.
 	otherMigs []otherMigration
-	readRev   int64
 }
 
 type otherMigration struct {
