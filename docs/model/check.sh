@@ -14,8 +14,8 @@
 # Prints a table (check, kind, expected, got, states, seconds); exits 1 when
 # any result differs from its expectation, 2 when spin or gcc is missing.
 #
-#   --full    also run "full": every feature but HA at once (36 million states,
-#             10 minutes and 5 GB here; not for every CI run)
+#   --full    also run "full": every feature but HA at once (40 million states,
+#             8 minutes and 5 GB here; not for every CI run)
 #   --update  rewrite expect/*.txt from this run's counterexamples
 #   CHECK…    run only these checks
 #

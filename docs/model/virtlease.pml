@@ -37,13 +37,11 @@
  *                     migration record dropped all the same
  *     CODE_MARKER     hook.prepare: any prepare that finds an incoming marker
  *                     claims as the destination of that migration
- *   the code as it stands now, where the model still finds a gap:
- *     CODE_MARKER_TTL hook.prepare: a marker younger than MARKER_TTL ticks
- *                     (incomingTTL, 60 s) counts
- * The verified model follows the code as of commit "Close three gaps the spin
- * model found", except for the CODE_MARKER_TTL rule, where it follows the fix
- * README.md describes: only the prepare of the migration that wrote the
- * marker claims as incoming.
+ *     CODE_MARKER_TTL hook.prepare after the first fix: a marker younger than
+ *                     MARKER_TTL ticks (incomingTTL, 60 s) counts
+ * The verified model follows the code after the fixes: only the prepare of the
+ * migration that wrote the marker claims as incoming (the code turns the
+ * marker into a "migrated" one there).
  */
 
 /* ------------------------------------------------------------ constants */
