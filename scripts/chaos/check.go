@@ -438,54 +438,67 @@ func (in *checkInput) stats() stats {
 			st.haRestarts++
 		}
 	}
-	for _, f := range in.faults {
-		if !f.hostFault() || f.Start.IsZero() {
+	// Each QEMU that went is charged to the latest fault of its host that
+	// began before it went (and had not ended touchTail before).
+	lostBy := map[*fault][]span{}
+	for _, sp := range in.spans {
+		if sp.Gone.IsZero() || in.explainGoneByOp(sp) {
 			continue
 		}
-		end := f.End
-		if end.IsZero() {
-			end = in.now
+		late := sp.Gone.Add(max(in.period, 100*time.Millisecond))
+		var by *fault
+		for _, f := range in.faults {
+			if !f.hostFault() || f.Host != sp.Host || f.Start.IsZero() || f.Start.After(late) {
+				continue
+			}
+			end := f.End
+			if end.IsZero() {
+				end = in.now
+			}
+			if sp.Gone.After(end.Add(in.touchTail)) || sp.First.After(f.Start) {
+				continue
+			}
+			if by == nil || f.Start.After(by.Start) {
+				by = f
+			}
 		}
+		if by != nil {
+			lostBy[by] = append(lostBy[by], sp)
+		}
+	}
+	for _, f := range in.faults {
 		var last time.Time
-		for _, s := range in.spans {
-			// running on the host when the fault began, gone during it
-			if s.Host != f.Host || s.First.After(f.Start) || (!s.Gone.IsZero() && s.Gone.Before(f.Start)) {
-				continue
-			}
-			if s.Gone.IsZero() || s.Gone.After(end.Add(in.touchTail)) {
-				continue
-			}
-			if e := in.explainGoneByOp(s); e {
-				continue
-			}
+		for _, s := range lostBy[f] {
 			st.lost++
 			if s.Gone.After(last) {
 				last = s.Gone
 			}
-			if d := in.domains[s.UUID]; d != nil && d.HA {
-				// the guest's next QEMU, if nobody of ours started it
-				var next *span
-				for j := range in.spans {
-					n := &in.spans[j]
-					if n.UUID == s.UUID && !n.First.Before(s.Gone) && (next == nil || n.First.Before(next.First)) {
-						next = n
-					}
+			d := in.domains[s.UUID]
+			if d == nil || !d.HA {
+				continue
+			}
+			// the guest's next QEMU, if nobody of ours started it
+			var next *span
+			for j := range in.spans {
+				n := &in.spans[j]
+				if n.UUID == s.UUID && !n.First.Before(s.Gone) && (next == nil || n.First.Before(next.First)) {
+					next = n
 				}
-				if next != nil && !in.explainedStart(next.UUID, next.Host, next.First) {
-					st.restartTimes = append(st.restartTimes, next.First.Sub(f.Start))
-				}
-				// "stopped on HOST" written for this QEMU's host before
-				// the guest ran again, by no destroy of ours
-				until := s.Gone.Add(in.touchTail)
-				if next != nil && next.First.Before(until) {
-					until = next.First
-				}
-				if in.hist != nil && in.hist.matchDuring("/virtlease/intents/"+s.UUID, true, s.Gone.Add(-time.Second), until, func(_ string, v []byte) bool {
-					r, ok := decode[intentRec](v)
-					return ok && r.Want == "stopped" && strings.HasSuffix(r.Reason, " "+s.Host)
-				}) && !in.stoppedByOp(s.UUID, s.Gone.Add(-time.Second), until) {
-					st.haStopped = append(st.haStopped, fmt.Sprintf("%s on %s at %s (%s)", d.Name, s.Host, clock(s.Gone), f.Kind))
-				}
+			}
+			if next != nil && !in.explainedStart(next.UUID, next.Host, next.First) {
+				st.restartTimes = append(st.restartTimes, next.First.Sub(f.Start))
+			}
+			// "stopped on HOST" written for this QEMU's host before
+			// the guest ran again, by no destroy of ours
+			until := s.Gone.Add(in.touchTail)
+			if next != nil && next.First.Before(until) {
+				until = next.First
+			}
+			if in.hist != nil && in.hist.matchDuring("/virtlease/intents/"+s.UUID, true, s.Gone.Add(-time.Second), until, func(_ string, v []byte) bool {
+				r, ok := decode[intentRec](v)
+				return ok && r.Want == "stopped" && strings.HasSuffix(r.Reason, " "+s.Host)
+			}) && !in.stoppedByOp(s.UUID, s.Gone.Add(-time.Second), until) {
+				st.haStopped = append(st.haStopped, fmt.Sprintf("%s on %s at %s (%s)", d.Name, s.Host, clock(s.Gone), f.Kind))
 			}
 		}
 		if f.partition() && !last.IsZero() {

@@ -231,3 +231,27 @@ func TestDist(t *testing.T) {
 		t.Errorf("dist = %q, want %q", got, want)
 	}
 }
+
+func TestStatsChargeTheLatestFault(t *testing.T) {
+	// ha1 on host-a from 0 to 3 s; host-a partitioned at 0.5 s (its fence
+	// at 2.5 s would take the guest), then powered off at 2.9 s: the guest
+	// goes with the power loss, after the partition's fence point.
+	var sc [][]string
+	for i := 0; i < 30; i++ {
+		sc = append(sc, []string{"ha1 host-a 7"})
+	}
+	sc = append(sc, []string{}, []string{}, []string{}, []string{"ha1 host-b 8"})
+	s := scans(t, sc...)
+	in := input()
+	in.spans, in.pairs = s.snapshot()
+	freeze := &fault{Kind: "freeze-long", Host: "host-a", Member: -1, Start: at(0.5), End: at(2.8)}
+	power := &fault{Kind: "power-loss", Host: "host-a", Member: -1, Start: at(2.9), End: at(5)}
+	in.faults = []*fault{freeze, power}
+	st := in.stats()
+	if st.lost != 1 || len(st.fenceTimes) != 0 {
+		t.Errorf("lost %d, fence times %v: want 1 lost to the power loss, no partition fence", st.lost, st.fenceTimes)
+	}
+	if len(st.restartTimes) != 1 || st.restartTimes[0] != at(3.3).Sub(at(2.9)) {
+		t.Errorf("restart times %v, want [400ms] from the power loss", st.restartTimes)
+	}
+}
