@@ -14,7 +14,7 @@
 # Environment: VL_CHAOS_ROOT (/var/tmp/vl-chaos.PID), VL_CHAOS_PORT (the
 # first free range of 100 ports from 17000), VL_LAB_TTL (8s), VL_LAB_RENEW
 # (1s), VL_LAB_MARGIN (3s), VL_LAB_HOOK_TIMEOUT (5s): the lab's timings
-# (shorter than the defaults 10s/1s/3s so that 200 cycles take ~40 min; a
+# (shorter than the defaults 10s/1s/3s so that 200 cycles take 30–40 min; a
 # fence still waits ≥ 4 s without an answer from etcd, which an etcd leader
 # election on a busy 2-core machine needs).
 set -euo pipefail

@@ -281,6 +281,7 @@ var (
 	reDomainHeld = regexp.MustCompile(`domain (\S+) \(([0-9a-fA-F-]{36})\) is running on host (\S+) since`)
 	reDiskHeld   = regexp.MustCompile(`disk (\S+) is in use by domain (\S+) \(([0-9a-fA-F-]{36})\) on host (\S+) since`)
 	reMigrating  = regexp.MustCompile(`domain (\S+) \(([0-9a-fA-F-]{36})\) is being migrated from host (\S+) to host (\S+) since`)
+	reMigDisk    = regexp.MustCompile(`disk (\S+) belongs to domain ([0-9a-fA-F-]{36}), being migrated from host (\S+) to host (\S+) since`)
 	reUnfenced   = regexp.MustCompile(`domain (\S+) \(([0-9a-fA-F-]{36})\) may still run on host (\S+), whose watchdog stopped`)
 	reUnfencedD  = regexp.MustCompile(`disk (\S+) may still be in use by domain (\S+) on host (\S+), whose watchdog stopped`)
 )
@@ -294,6 +295,8 @@ func refusalKind(msg string) string {
 		return "disk held"
 	case reMigrating.MatchString(msg):
 		return "migrating"
+	case reMigDisk.MatchString(msg):
+		return "disk of a migrating domain"
 	case reUnfenced.MatchString(msg), reUnfencedD.MatchString(msg):
 		return "unfenced"
 	case strings.Contains(msg, "no migration of") && strings.Contains(msg, "is recorded"):
@@ -347,6 +350,14 @@ func (in *checkInput) checkRefusals() []violation {
 			}) {
 				bad = fmt.Sprintf("says disk %s is used by %s on %s, but no disks/ key named that holder between %s and %s", m[1], m[2], host, clock(from), clock(to))
 			}
+		} else if m := reMigDisk.FindStringSubmatch(o.Msg); m != nil {
+			uuid, src, dst := strings.ToLower(m[2]), m[3], m[4]
+			if !in.hist.matchDuring("/virtlease/migrations/"+uuid, true, from, to, func(_ string, v []byte) bool {
+				r, ok := decode[migrationRec](v)
+				return ok && r.From == src && r.To == dst
+			}) {
+				bad = fmt.Sprintf("says disk %s belongs to %s migrating %s→%s, but no such migrations/ record between %s and %s", m[1], uuid, src, dst, clock(from), clock(to))
+			}
 		} else if m := reMigrating.FindStringSubmatch(o.Msg); m != nil {
 			uuid, src, dst := strings.ToLower(m[2]), m[3], m[4]
 			if !in.hist.matchDuring("/virtlease/migrations/"+uuid, true, from, to, func(_ string, v []byte) bool {
@@ -379,6 +390,7 @@ type stats struct {
 	stops, stopOK                               int
 	migrations, migOK                           int
 	refusalKinds                                map[string]int
+	otherRefusals                               []string        // a few refusals no pattern knows, for the report
 	fenceTimes                                  []time.Duration // partition fault start → the host's last guest gone
 	restartTimes                                []time.Duration // host fault start → HA guest running elsewhere
 	haRestarts                                  int             // HA guests started by no operation of ours
@@ -415,7 +427,15 @@ func (in *checkInput) stats() stats {
 				st.startOK++
 			case "refused":
 				st.refused++
-				st.refusalKinds[refusalKind(o.Msg)]++
+				k := refusalKind(o.Msg)
+				st.refusalKinds[k]++
+				if k == "other" && len(st.otherRefusals) < 3 {
+					m := o.Msg
+					if i := strings.Index(m, "virtlease: "); i >= 0 {
+						m = m[i:]
+					}
+					st.otherRefusals = append(st.otherRefusals, m)
+				}
 			case "already":
 				st.already++
 			default:

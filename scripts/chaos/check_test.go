@@ -205,6 +205,7 @@ func TestRefusals(t *testing.T) {
 		{"disk holder", op{Start: at(5), End: at(5.2), Msg: disk}, ""},
 		{"disk holder of another host", op{Start: at(5), End: at(5.2), Msg: strings.Replace(disk, "on host host-a", "on host host-c", 1)}, "refusal"},
 		{"a refusal naming nobody", op{Start: at(5), End: at(5.2), Msg: "virtlease: cannot start vm2: no live virtlease session on this host"}, ""},
+		{"disk of a migration that was never recorded", op{Start: at(5), End: at(5.2), Msg: "virtlease: disk nbd/127.0.0.1:23792/vm2 belongs to domain " + uuid + ", being migrated from host host-a to host host-b since 2026-01-01T12:00:00Z; refusing to start vm2-ha here"}, "refusal"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {

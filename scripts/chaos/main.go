@@ -730,6 +730,12 @@ func (c *campaign) report(in *checkInput, markdown string) int {
 			fmt.Fprintf(c.out, "    %s\n", r)
 		}
 	}
+	if len(st.otherRefusals) > 0 {
+		fmt.Fprintf(c.out, "\n  refusals of no known kind, e.g.:\n")
+		for _, m := range st.otherRefusals {
+			fmt.Fprintf(c.out, "    %s\n", m)
+		}
+	}
 	if gaps := c.hist.watchGaps(); len(gaps) > 0 {
 		fmt.Fprintf(c.out, "  (etcd watch interrupted %d time(s); refusal checks allow 3 s of slack)\n", len(gaps))
 	}
