@@ -3,6 +3,7 @@ package fence
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -111,7 +112,14 @@ type sim struct {
 	latency     time.Duration // one way
 	replyDelay  time.Duration // extra, on the way back only
 
-	guests   map[string]bool // name → unkillable
+	// stale leader: until staleUntil, the client's round robin sends every
+	// third request to the stopped leader (it hangs), the others to
+	// followers, which forward to the stopped leader (and hang) until a new
+	// leader is elected at electedAt.
+	staleUntil, electedAt time.Duration
+	rr                    int
+
+	guests   map[string]int // name → kill rounds it survives (-1: unkillable)
 	unfenced *lease.Unfenced
 	// hardware watchdog device model
 	device     bool // configured
@@ -143,7 +151,10 @@ func (s *sim) guestList() []Guest {
 func (s *sim) Kill(_ context.Context, gs []Guest) []Guest {
 	var left []Guest
 	for _, g := range gs {
-		if s.guests[g.Name] {
+		if n := s.guests[g.Name]; n != 0 {
+			if n > 0 {
+				s.guests[g.Name] = n - 1
+			}
 			left = append(left, g)
 			continue
 		}
@@ -250,8 +261,13 @@ func (s *sim) send(w *Watchdog, r renewal) {
 	timeout := r.sent + 2*w.o.Config.RenewInterval
 	unavailable := r
 	unavailable.err = fmt.Errorf("renewing: %w", lease.ErrUnavailable)
+	stuck := false
+	if r.sent < s.staleUntil {
+		stuck = s.rr%3 == 0 || r.sent < s.electedAt
+		s.rr++
+	}
 	switch {
-	case s.partitioned:
+	case s.partitioned, stuck:
 		s.replies = append(s.replies, pending{timeout, unavailable})
 	default:
 		reply := s.process(r.sent+s.latency, r, w.o.Config.TTL)
@@ -280,7 +296,7 @@ func (s *sim) newWatchdog(dir string) *Watchdog {
 
 func simulate(t *testing.T, text string) (string, int) {
 	steps, end := parseSteps(t, text)
-	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]bool{}}
+	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]int{}}
 	dir := t.TempDir()
 	ctx := context.Background()
 	for _, st := range steps {
@@ -308,7 +324,7 @@ func simulate(t *testing.T, text string) (string, int) {
 		}
 		if s.armed && s.now-s.lastPet >= DefaultConfig().DeviceTimeout() {
 			s.logf("device: not petted for %v: machine reset, guests %v gone", s.now-s.lastPet, names(s.guestList()))
-			s.guests, s.armed, s.replies, w = map[string]bool{}, false, nil, nil
+			s.guests, s.armed, s.replies, w = map[string]int{}, false, nil, nil
 		}
 		s.checkExpiry()
 		wakeAt = end + 1
@@ -366,7 +382,27 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 	s.logf("step: %s %s", st.verb, strings.Join(st.args, " "))
 	switch st.verb {
 	case "guest":
-		s.guests[st.args[0]] = len(st.args) > 1 && st.args[1] == "unkillable"
+		// guest NAME [unkillable | survives=N]: N kill rounds survived
+		// (uninterruptible I/O), or none ever.
+		n := 0
+		if len(st.args) > 1 && st.args[1] == "unkillable" {
+			n = -1
+		} else if len(st.args) > 1 {
+			if _, err := fmt.Sscanf(st.args[1], "survives=%d", &n); err != nil {
+				s.t.Fatalf("guest %v: %v", st.args, err)
+			}
+		}
+		s.guests[st.args[0]] = n
+	case "stale-leader":
+		// stale-leader FOR ELECTION: the etcd leader stops for FOR; a new
+		// one is elected after ELECTION (add a leader-change step then).
+		// The first request goes to a follower.
+		d, err1 := time.ParseDuration(st.args[0])
+		e, err2 := time.ParseDuration(st.args[1])
+		if err := errors.Join(err1, err2); err != nil {
+			s.t.Fatal(err)
+		}
+		s.staleUntil, s.electedAt, s.rr = s.now+d, s.now+e, 1
 	case "partition":
 		s.partitioned = true
 	case "heal":

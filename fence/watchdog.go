@@ -103,9 +103,15 @@ type Watchdog struct {
 	lease    lease.ID
 	deadline Deadline
 	fencing  bool
-	// inflight is the renewal under way, if any: only one at a time, so a
-	// slow etcd is not flooded.
-	inflight  bool
+	// renewing counts the renewals under way. A new one is sent every
+	// renew interval even while others hang (up to maxRenewals): a request
+	// stuck on a stopped etcd member, or forwarded to a stopped leader, must
+	// not keep the next one, which the client sends to another member, from
+	// going out (a false fence in the fault campaign, docs/reliability.md).
+	// The cap and each request's deadline bound the load on a slow etcd.
+	renewing int
+	// granting: a new session is being granted; only one at a time.
+	granting  bool
 	nextRenew time.Duration
 	results   chan renewal
 	// launch sends a renewal request off; its outcome comes back through
@@ -140,6 +146,10 @@ type renewal struct {
 	ttl   time.Duration // TTL etcd returned
 	err   error
 }
+
+// maxRenewals is how many renewals may be in flight at once: each times out
+// after two renew intervals and one is sent per interval.
+const maxRenewals = 3
 
 // ErrFatal wraps the reasons the watchdog stops for good (exit 2), such as a
 // second machine registered under this host's name.
@@ -184,10 +194,22 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	for {
 		now := w.o.Clock.Now()
 		w.tick(ctx, now)
+		// The loop is alive: systemd's watchdog is about this process, not
+		// about etcd (fencing is our own business).
+		w.o.Notify("WATCHDOG=1")
+		// Pet right after tick, before sleeping: a fence that has just
+		// killed the last guest must pet now, not at the next wake-up,
+		// which may come after the device has fired.
+		w.pet()
+		if w.lease != 0 && !w.fencing {
+			w.o.Metrics.SessionLeft(w.deadline.At() - w.o.Clock.Now())
+		} else {
+			w.o.Metrics.SessionLeft(0)
+		}
 		select {
 		case <-ctx.Done():
 			return w.stop()
-		case <-w.o.Clock.After(w.wake(now)):
+		case <-w.o.Clock.After(w.wake(w.o.Clock.Now())):
 		case r := <-w.results:
 			if err := w.handle(ctx, r); err != nil {
 				return err
@@ -196,15 +218,6 @@ func (w *Watchdog) Run(ctx context.Context) error {
 				ready = true
 				w.o.Notify("READY=1")
 			}
-		}
-		// The loop is alive: systemd's watchdog is about this process, not
-		// about etcd (fencing is our own business).
-		w.o.Notify("WATCHDOG=1")
-		w.pet()
-		if w.lease != 0 && !w.fencing {
-			w.o.Metrics.SessionLeft(w.deadline.At() - w.o.Clock.Now())
-		} else {
-			w.o.Metrics.SessionLeft(0)
 		}
 	}
 }
@@ -234,8 +247,7 @@ func (w *Watchdog) pet() {
 
 // tick does what is due at boot-clock time now: fence once the fence point
 // has passed with no newer acknowledgement, keep killing while fencing, and
-// launch the next renewal (or new session) when one is due and none is in
-// flight.
+// launch the next renewal (or new session) when one is due.
 func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 	// A session resumed from a clean stop is not fenced at its old
 	// deadline: our unfenced record keeps its guests from every other host
@@ -256,25 +268,46 @@ func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 	if holdBack && now >= w.nextRenew {
 		w.nextRenew = now + w.o.Config.RenewInterval // the next kill round, then look again
 	}
-	if !w.inflight && now >= w.nextRenew {
-		w.inflight = true
-		w.nextRenew = now + w.o.Config.RenewInterval
-		w.launch(renewal{id: w.lease, fresh: w.lease == 0 || w.fencing, sent: now})
+	if now < w.nextRenew || w.granting {
+		return
 	}
+	switch fresh := w.lease == 0 || w.fencing; {
+	case fresh && w.renewing == 0:
+		// A new session only once no renewal of the old one can still
+		// land: a grant is one request at a time.
+		w.granting = true
+	case !fresh && w.renewing < maxRenewals:
+		w.renewing++
+	default:
+		return
+	}
+	w.nextRenew = now + w.o.Config.RenewInterval
+	w.launch(renewal{id: w.lease, fresh: w.granting, sent: now})
 }
 
 // wake is how long the loop may sleep after tick at now: until the next
-// renewal or the fence point, whichever is first (never longer than one
-// renew interval, so a suspend is noticed).
+// renewal, the fence point or the last moment the device may be petted,
+// whichever is first (never longer than one renew interval, so a suspend is
+// noticed).
 func (w *Watchdog) wake(now time.Duration) time.Duration {
 	wait := w.nextRenew - now
-	if w.inflight {
-		// The reply wakes the loop; meanwhile only the fence point (or
+	if w.granting || (w.lease != 0 && !w.fencing && w.renewing >= maxRenewals) || (w.fencing && w.renewing > 0) {
+		// A reply wakes the loop; meanwhile only the fence point (or
 		// another round of killing while fencing) is due.
 		wait = w.o.Config.RenewInterval
 	}
 	if w.lease != 0 && !w.fencing && w.resumed != lease.SessionStopped {
 		wait = min(wait, w.deadline.FenceAt(w.o.Config.Margin)-now)
+	}
+	if w.o.Device != nil && w.lease != 0 && !w.fencing {
+		// pet accepts until 2 × renew after the last acknowledged send;
+		// wake just before that so the device's count starts as late as
+		// the safety argument allows. Otherwise the last pet may be a whole
+		// interval earlier and the device fire before a fence that found
+		// the guests dead can pet it (found by the fault campaign).
+		if last := w.deadline.Sent + 2*w.o.Config.RenewInterval - w.o.Config.RenewInterval/10; last > now {
+			wait = min(wait, last-now)
+		}
 	}
 	return max(wait, 0)
 }
@@ -344,10 +377,18 @@ func (w *Watchdog) newSession(ctx context.Context, old lease.ID) (lease.ID, time
 }
 
 func (w *Watchdog) handle(ctx context.Context, r renewal) error {
-	w.inflight = false
+	if r.fresh {
+		w.granting = false
+	} else {
+		w.renewing--
+	}
 	switch {
 	case errors.Is(r.err, lease.ErrHostTaken):
 		return fmt.Errorf("%w: %v", ErrFatal, r.err)
+	case !r.fresh && r.id != w.lease:
+		// A late reply about a lease we no longer hold (replaced after a
+		// fence): it says nothing about the current session.
+		return nil
 	case errors.Is(r.err, lease.ErrNoSession) && !r.fresh && r.id == w.lease && w.resumed == lease.SessionStopped:
 		// We stopped cleanly and were away longer than the TTL: our
 		// unfenced record kept the guests it lists from every other host.

@@ -1,0 +1,181 @@
+package fence
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/virtlease/virtlease/lease"
+)
+
+// stepClock is a boot clock the test moves by hand. Every After registers a
+// waiter and hands it to the test: receiving one means Run's loop is about
+// to sleep, so everything it did before sleeping (pets included) has
+// happened.
+type stepClock struct {
+	mu      sync.Mutex
+	now     time.Duration
+	waiters chan waiter
+}
+
+type waiter struct {
+	at time.Duration
+	ch chan struct{}
+}
+
+func (c *stepClock) Now() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stepClock) After(d time.Duration) <-chan struct{} {
+	ch := make(chan struct{})
+	c.waiters <- waiter{at: c.Now() + d, ch: ch}
+	return ch
+}
+
+func (c *stepClock) set(t time.Duration) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
+}
+
+// partitionedSessions grants one session, then hangs every renewal until
+// its deadline: a partition from t=0 on.
+type partitionedSessions struct{ Sessions }
+
+func (partitionedSessions) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	return 1, 10 * time.Second, nil
+}
+func (partitionedSessions) Register(context.Context, lease.HostRecord) error { return nil }
+func (partitionedSessions) Revoke(context.Context, lease.ID) error           { return nil }
+func (partitionedSessions) Renew(ctx context.Context, _ lease.ID) (time.Duration, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// oneGuest runs one guest until it is killed.
+type oneGuest struct {
+	mu     sync.Mutex
+	killed bool
+	clock  *stepClock
+	at     time.Duration // when it was killed
+}
+
+func (g *oneGuest) Running(context.Context) ([]Guest, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.killed {
+		return nil, nil
+	}
+	return []Guest{{UUID: "uuid-vm-1", Name: "vm-1", PID: 101}}, nil
+}
+
+func (g *oneGuest) Kill(context.Context, []Guest) []Guest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.killed {
+		g.killed, g.at = true, g.clock.Now()
+	}
+	return nil
+}
+
+type petLog struct {
+	mu    sync.Mutex
+	clock *stepClock
+	pets  []time.Duration
+}
+
+func (p *petLog) Pet() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pets = append(p.pets, p.clock.Now())
+	return nil
+}
+func (p *petLog) Close(bool) error { return nil }
+
+// TestRunPetsDeviceThroughPartition runs the real loop (not the simulator)
+// on a hand-moved clock through a partition with the default timings and
+// checks what the fault campaign caught the loop doing wrong: the device
+// must never go a device timeout without a pet while the watchdog is alive
+// and the guests are dead. Two things make that hold: the loop wakes to pet
+// at the last allowed moment before the fence, and pets right after the
+// fence's kills rather than at its next wake-up.
+func TestRunPetsDeviceThroughPartition(t *testing.T) {
+	clock := &stepClock{waiters: make(chan waiter)}
+	guest := &oneGuest{clock: clock}
+	dev := &petLog{clock: clock}
+	cfg := DefaultConfig()
+	w := New(Options{Config: cfg, Host: "host-a", Version: "test", StateDir: t.TempDir(), BootID: "boot",
+		Clock: clock, Sessions: partitionedSessions{}, Guests: guest, Device: dev,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	// Hand the clock to each sleep's wake-up time, ignoring wake-ups a
+	// reply pre-empted, until 20 s have passed.
+	var next waiter
+	for clock.Now() < 20*time.Second {
+		select {
+		case next = <-clock.waiters:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the loop neither slept nor returned")
+		}
+		// A renewal reply may wake the loop first (the grant does): give
+		// it the chance, then move time on.
+		select {
+		case again := <-clock.waiters:
+			next = again
+		case <-time.After(20 * time.Millisecond):
+		}
+		clock.set(max(next.at, clock.Now()+time.Millisecond))
+		close(next.ch)
+	}
+	cancel()
+	go func() {
+		for range clock.waiters {
+		}
+	}()
+	<-done
+
+	if !guest.killed {
+		t.Fatal("the partitioned host never fenced")
+	}
+	// The grant was sent at 0: fence point ttl − margin = 7 s.
+	if want := cfg.TTL - cfg.Margin; guest.at != want {
+		t.Errorf("fenced at %v, want at the fence point %v", guest.at, want)
+	}
+	dev.mu.Lock()
+	defer dev.mu.Unlock()
+	prev := time.Duration(0) // opening the device arms it
+	var lastBeforeFence time.Duration
+	for _, p := range dev.pets {
+		if p-prev >= cfg.DeviceTimeout() {
+			t.Errorf("device not petted from %v to %v (timeout %v): the host would be reset though its guests are dead", prev, p, cfg.DeviceTimeout())
+		}
+		if p < guest.at {
+			lastBeforeFence = p
+			if p >= 2*cfg.RenewInterval {
+				t.Errorf("petted at %v, 2 × renew after the last acknowledged send: unsafe", p)
+			}
+		}
+		prev = p
+	}
+	if end := clock.Now(); end-prev >= cfg.DeviceTimeout() {
+		t.Errorf("no pet since %v (now %v)", prev, end)
+	}
+	// The last pet before the partition's fence comes just before
+	// 2 × renew: the device then fires no earlier than needed.
+	if lastBeforeFence < 2*cfg.RenewInterval-cfg.RenewInterval/5 {
+		t.Errorf("last pet before the fence at %v, want within %v of %v", lastBeforeFence, cfg.RenewInterval/5, 2*cfg.RenewInterval)
+	}
+	if !slices.Contains(dev.pets, guest.at) {
+		t.Errorf("no pet at the fence (%v) right after its kills; pets: %v", guest.at, dev.pets)
+	}
+}
