@@ -82,6 +82,16 @@ func labGoBinary() string {
 	return "/usr/local/go/bin/go"
 }
 
+// TestMain removes the binaries labBuildBinaries built (~60 MB a run; they
+// piled up in /tmp before).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if labBuild.dir != "" {
+		os.RemoveAll(labBuild.dir)
+	}
+	os.Exit(code)
+}
+
 // labBuildBinaries builds virtlease (this package, static) and etcd once per
 // test binary.
 func labBuildBinaries() {
