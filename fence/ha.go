@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -18,6 +19,7 @@ type HAStore interface {
 	HAView(ctx context.Context) (lease.HAView, error)
 	BeginRestart(ctx context.Context, h lease.Holder, r lease.Restartable, maxRestarts int, window time.Duration) (ok, failed bool, err error)
 	NoteRestartFailure(ctx context.Context, uuid, reason string) error
+	MarkCrashed(ctx context.Context, uuid, host string, stoppedAt time.Time) (bool, error)
 }
 
 // Starter starts a domain through libvirt (whose hook claims it), and
@@ -25,6 +27,8 @@ type HAStore interface {
 type Starter interface {
 	Start(ctx context.Context, uuid string) error
 	Define(ctx context.Context, xml string) error
+	// Crashed: the domain is shut off because its QEMU died unasked.
+	Crashed(ctx context.Context, uuid string) (bool, error)
 }
 
 // HAOptions turns on the HA restarter: guests of lost hosts come back on a
@@ -111,6 +115,7 @@ func (w *Watchdog) restarter(ctx context.Context, o HAOptions) {
 		if h == nil || w.shuttingDown() {
 			continue
 		}
+		w.reviveCrashed(ctx, o, *h)
 		w.restartOnce(ctx, o, *h, st)
 	}
 }
@@ -184,6 +189,51 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 			delete(waiting, u)
 			delete(st.failedHere, u)
 		}
+	}
+}
+
+// crashedMarkerLife is how long a clean stop's marker is looked at: libvirt
+// has settled the shutoff reason long before.
+const crashedMarkerLife = 10 * time.Minute
+
+// reviveCrashed looks at the HA guests the hook saw stop cleanly here
+// (markers under StateDir/stopped, holding the intent's since): when
+// libvirt says the QEMU crashed instead, the intent goes back to running,
+// and the restarter brings the guest up again like one of a lost host
+// (counted against ha.max_restarts). A destroy or a shutdown from inside
+// the guest stays a stop. The marker goes once libvirt has answered.
+func (w *Watchdog) reviveCrashed(ctx context.Context, o HAOptions, h lease.Holder) {
+	dir := filepath.Join(w.o.StateDir, "stopped")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		stoppedAt, perr := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+		if err != nil || perr != nil || time.Since(info.ModTime()) > crashedMarkerLife {
+			os.Remove(path)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		crashed, err := o.Starter.Crashed(cctx, e.Name())
+		if err == nil && crashed {
+			var revived bool
+			revived, err = o.Store.MarkCrashed(cctx, e.Name(), h.Host, stoppedAt)
+			if revived {
+				w.o.Log.Warn("HA: the guest's QEMU crashed here (not a stop anyone asked for): its intent is running again", "uuid", e.Name())
+			}
+		}
+		cancel()
+		if err != nil {
+			continue // libvirtd or etcd did not answer: look again next round
+		}
+		os.Remove(path)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -61,6 +63,14 @@ type hookStarter struct {
 	runs  map[string][]string // uuid → hosts that started it
 	// defined: domains defined here by Define (ha.define_missing)
 	defined map[string]bool
+	// crashed: domains libvirt reports shut off by a crash
+	crashed map[string]bool
+}
+
+func (s *hookStarter) Crashed(_ context.Context, uuid string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crashed[uuid], nil
 }
 
 func (s *hookStarter) Define(_ context.Context, xml string) error {
@@ -250,4 +260,86 @@ func TestHADefineMissing(t *testing.T) {
 		defer mu.Unlock()
 		return len(runs["lonely"]) == 1
 	})
+}
+
+// TestHARevivesCrashedGuest: the hook recorded each stop as clean (it cannot
+// tell); where libvirt says the QEMU crashed, the watchdog sets that intent
+// running again and the guest is restarted once; a destroy, a shutdown and
+// an intent changed since stay stopped.
+func TestHARevivesCrashedGuest(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sess := func(host string) lease.Holder {
+		id, _, err := store.Grant(ctx, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
+			t.Fatal(err)
+		}
+		return lease.Holder{Host: host, Lease: id}
+	}
+	a, b := sess("host-a"), sess("host-b")
+	stoppedAt := time.Now().UTC().Truncate(time.Second)
+	dir := t.TempDir()
+	// uuid → crashed per libvirt, and who wrote the stopped intent.
+	guests := []struct {
+		uuid      string
+		crashed   bool
+		stoppedBy string
+	}{
+		{"crashed", true, "host-a"},
+		{"destroyed", false, "host-a"},
+		{"crashed-then-stopped-elsewhere", true, "host-b"},
+	}
+	for _, g := range guests {
+		in := &lease.Intent{Want: lease.WantRunning, Name: g.uuid, Candidates: []string{"host-a", "host-b"}}
+		if _, err := store.Claim(ctx, a, lease.Claim{UUID: g.uuid, Name: g.uuid, Start: true, Intent: in}); err != nil {
+			t.Fatal(err)
+		}
+		stop := &lease.Intent{Want: lease.WantStopped, Name: g.uuid, Candidates: in.Candidates, Reason: lease.StoppedBy(g.stoppedBy), Since: stoppedAt}
+		if _, err := store.Release(ctx, a, g.uuid, nil, stop); err != nil {
+			t.Fatal(err)
+		}
+		// As the hook leaves it after a clean stop here.
+		os.MkdirAll(filepath.Join(dir, "stopped"), 0o755)
+		os.WriteFile(filepath.Join(dir, "stopped", g.uuid), []byte(stoppedAt.Format(time.RFC3339)+"\n"), 0o644)
+	}
+	var mu sync.Mutex
+	runs := map[string][]string{}
+	crashed := map[string]bool{"crashed": true, "crashed-then-stopped-elsewhere": true}
+	for _, h := range []lease.Holder{a, b} {
+		w := New(Options{Config: testConfig, Host: h.Host, StateDir: dir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if h.Host == "host-b" {
+			w.o.StateDir = t.TempDir() // markers are host-a's
+		}
+		w.active.Store(&h)
+		go w.restarter(ctx, HAOptions{Store: store, Starter: &hookStarter{store: store, h: h, mu: &mu, runs: runs, crashed: crashed},
+			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond})
+	}
+	waitUntil(t, "the crashed guest restarted", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs["crashed"]) > 0
+	})
+	time.Sleep(time.Second) // let any wrong or duplicate start happen
+	mu.Lock()
+	defer mu.Unlock()
+	if got := runs["crashed"]; len(got) != 1 || got[0] != "host-a" {
+		t.Errorf("crashed guest started on %v, want once on host-a (its first candidate)", got)
+	}
+	for _, u := range []string{"destroyed", "crashed-then-stopped-elsewhere"} {
+		if len(runs[u]) != 0 {
+			t.Errorf("%s restarted on %v: its stop stands", u, runs[u])
+		}
+	}
+	for _, g := range guests {
+		if _, err := os.Stat(filepath.Join(dir, "stopped", g.uuid)); err == nil {
+			t.Errorf("marker of %s left after libvirt answered", g.uuid)
+		}
+	}
 }

@@ -543,6 +543,41 @@ func (l *Libvirt) Destroy(ctx context.Context, uuid string) error {
 	})
 }
 
+// Crashed tells whether libvirt says the domain with this UUID is shut off
+// because its QEMU died without being asked to: shutoff reason "crashed"
+// (no SHUTDOWN event before the monitor closed: a SIGKILL, a QEMU abort,
+// a guest panic with on_crash=destroy, or QEMU found dead when libvirtd
+// came back) or "failed". A destroy, a guest's own shutdown, a migration
+// or a domain that runs or is unknown is not a crash.
+func (l *Libvirt) Crashed(ctx context.Context, uuid string) (bool, error) {
+	id, err := parseUUID(uuid)
+	if err != nil {
+		return false, err
+	}
+	var crashed bool
+	err = l.call(ctx, func(c *lvConn) error {
+		d, err := c.lv.DomainLookupByUUID(id)
+		if libvirt.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fence: libvirt could not look up domain %s: %w", uuid, err)
+		}
+		state, reason, err := c.lv.DomainGetState(d, 0)
+		if libvirt.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fence: libvirt could not give the state of %s (%s): %w", d.Name, uuid, err)
+		}
+		r := libvirt.DomainShutoffReason(reason)
+		crashed = libvirt.DomainState(state) == libvirt.DomainShutoff &&
+			(r == libvirt.DomainShutoffCrashed || r == libvirt.DomainShutoffFailed)
+		return nil
+	})
+	return crashed, err
+}
+
 // Start starts the defined domain with this UUID (virDomainCreate), as an
 // HA restart does. libvirt's error, which carries the hook's refusal (another
 // host holds the domain), is wrapped unchanged; an unknown UUID gives

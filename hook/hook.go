@@ -274,6 +274,7 @@ func (h *Hook) started(stdin io.Reader) error {
 		return nil
 	}
 	writeMarker(h.marker("started", dom.UUID), "")
+	os.Remove(h.marker("stopped", dom.UUID))
 	return nil
 }
 
@@ -306,7 +307,7 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	var intent *lease.Intent
 	if dom.Mode == ModeHA && h.cleanStop(s, dom.UUID) {
 		intent = &lease.Intent{Want: lease.WantStopped, Name: dom.Name, Candidates: dom.Hosts,
-			Reason: "stopped on " + h.Config.Host, Since: time.Now().UTC().Truncate(time.Second)}
+			Reason: lease.StoppedBy(h.Config.Host), Since: time.Now().UTC().Truncate(time.Second)}
 	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
@@ -331,6 +332,13 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	}
 	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
 		os.Remove(started)
+		if intent != nil {
+			// The hook cannot tell a destroy from a QEMU that died on its
+			// own; libvirt's shutoff reason can, once this call is over.
+			// The watchdog looks and, for a crash, sets this very intent
+			// back to running (lease.Store.MarkCrashed).
+			writeMarker(h.marker("stopped", dom.UUID), intent.Since.Format(time.RFC3339))
+		}
 	}
 	return nil
 }

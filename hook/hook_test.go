@@ -309,6 +309,22 @@ func TestHAIntentOnStop(t *testing.T) {
 			case tc.want != "" && (in == nil || in.Want != tc.want):
 				t.Errorf("intent %+v, want %q", in, tc.want)
 			}
+			// A clean stop leaves the watchdog a marker naming the intent
+			// it wrote, in case libvirt says the QEMU crashed; the next
+			// start removes it.
+			b, err := os.ReadFile(h.marker("stopped", dom.UUID))
+			if wantMark := tc.want == lease.WantStopped; (err == nil) != wantMark {
+				t.Fatalf("stopped marker present=%v, want %v", err == nil, wantMark)
+			}
+			if err == nil {
+				if got := strings.TrimSpace(string(b)); got != in.Since.Format(time.RFC3339) || in.Reason != lease.StoppedBy("host-a") {
+					t.Errorf("stopped marker %q for intent %+v", got, in)
+				}
+				h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
+				if _, err := os.Stat(h.marker("stopped", dom.UUID)); err == nil {
+					t.Error("the next start left the stopped marker")
+				}
+			}
 		})
 	}
 }

@@ -175,3 +175,41 @@ func (s *Store) ResetIntent(ctx context.Context, uuid string) error {
 	}
 	return nil
 }
+
+// StoppedBy is the Reason the hook writes with a clean stop's intent.
+func StoppedBy(host string) string { return "stopped on " + host }
+
+// MarkCrashed sets an HA intent back to running after its guest's QEMU
+// died on host without anyone asking (libvirt's shutoff reason crashed or
+// failed): the hook, which cannot tell a crash from a destroy, recorded the
+// stop as clean (want: stopped, reason StoppedBy(host), since stoppedAt).
+// Only that very intent is changed, in one compare-and-swap, and only
+// while no host holds the domain: a later stop, start or `ha reset`, here
+// or elsewhere, wins. It reports whether the intent changed.
+func (s *Store) MarkCrashed(ctx context.Context, uuid, host string, stoppedAt time.Time) (bool, error) {
+	key := s.keys.Intent(uuid)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return false, s.wrap(err, "reading "+key)
+	}
+	if len(resp.Kvs) == 0 {
+		return false, nil
+	}
+	in, err := decode[Intent](key, resp.Kvs[0].Value)
+	if err != nil {
+		return false, err
+	}
+	if in.Want != WantStopped || in.Reason != StoppedBy(host) || !in.Since.Equal(stoppedAt) {
+		return false, nil
+	}
+	in.Want, in.Reason = WantRunning, "crashed on "+host
+	in.Since = s.now().UTC().Truncate(time.Second)
+	tr, err := s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision),
+		clientv3.Compare(clientv3.CreateRevision(s.keys.Domain(uuid)), "=", 0),
+	).Then(clientv3.OpPut(key, encode(in))).Commit()
+	if err != nil {
+		return false, s.wrap(err, "writing "+key)
+	}
+	return tr.Succeeded, nil
+}

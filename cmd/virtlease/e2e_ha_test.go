@@ -230,22 +230,50 @@ func TestE2EHAPartitionRestartsElsewhere(t *testing.T) {
 	w.check(t)
 }
 
-// A clean stop of an HA guest is the operator's will: it stays stopped.
-func TestE2EHACleanStopStaysStopped(t *testing.T) {
+// A QEMU that dies unasked (SIGKILL: libvirt's shutoff reason "crashed") is
+// not a stop: the guest comes back, once. A clean stop of an HA guest
+// (virsh destroy) is the operator's will: it stays stopped. The hook sees
+// both alike; the watchdog tells them apart by libvirt's shutoff reason.
+func TestE2EHACrashRestartsCleanStopStaysStopped(t *testing.T) {
 	l := startLab(t, 2)
 	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
 	l.start(t, "host-a", "ha1")
-	if _, stderr, err := l.Virsh("host-a", "destroy", "ha1"); err != nil {
+	w := l.watchOverlap(haUUID)
+	pids := l.QEMUPids(haUUID)["host-a"]
+	if len(pids) != 1 {
+		t.Fatalf("ha1's QEMU on host-a: %v", pids)
+	}
+
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	haWaitFor(t, "ha1's QEMU gone", 5*time.Second, func() bool {
+		return len(l.QEMUPids(haUUID)["host-a"]) == 0 || l.QEMUPids(haUUID)["host-a"][0] != pids[0]
+	})
+	var where []string
+	took := haWaitFor(t, "ha1 running again after its QEMU crashed", 20*time.Second, func() bool {
+		where = l.runningOn(haUUID)
+		return len(where) == 1
+	})
+	t.Logf("QEMU killed → ha1 running on %v after %v", where, took.Round(time.Millisecond))
+	if in := l.intent(t, haUUID); in["want"] != "running" || in["restarts"] != float64(1) {
+		t.Errorf("intent after the crash restart: %v (want running, 1 restart counted)", in)
+	}
+	time.Sleep(3 * time.Second) // any second restart would happen by now
+	if hs := l.runningOn(haUUID); !slices.Equal(hs, where) {
+		t.Fatalf("after the crash restart ha1 runs on %v, was %v", hs, where)
+	}
+
+	if _, stderr, err := l.Virsh(where[0], "destroy", "ha1"); err != nil {
 		t.Fatalf("destroy: %v %s", err, stderr)
 	}
 	haWaitFor(t, "intent stopped", 5*time.Second, func() bool { return l.intent(t, haUUID)["want"] == "stopped" })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		if hs := l.runningOn(haUUID); len(hs) != 0 {
 			t.Fatalf("a cleanly stopped HA guest was started again on %v", hs)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	w.check(t)
 }
 
 // Power loss: watchdog, libvirtd and QEMU of host-a die at once. The guest
