@@ -514,7 +514,9 @@ func (in *checkInput) stats() stats {
 			if next != nil && next.First.Before(until) {
 				until = next.First
 			}
-			if in.hist != nil && in.hist.matchDuring("/virtlease/intents/"+s.UUID, true, s.Gone.Add(-time.Second), until, func(_ string, v []byte) bool {
+			// (a crash the watchdog turned back into running is fine:
+			// the guest ran again)
+			if next == nil && in.hist != nil && in.hist.matchDuring("/virtlease/intents/"+s.UUID, true, s.Gone.Add(-time.Second), until, func(_ string, v []byte) bool {
 				r, ok := decode[intentRec](v)
 				return ok && r.Want == "stopped" && strings.HasSuffix(r.Reason, " "+s.Host)
 			}) && !in.stoppedByOp(s.UUID, s.Gone.Add(-time.Second), until) {
