@@ -83,7 +83,7 @@ type ClaimResult struct {
 func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
 	keys := s.claimKeys(c.UUID, c.Disks)
 	reads := s.claimReads(h, keys)
-	resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+	resp, err := s.readClaim(ctx, reads)
 	if err != nil {
 		return ClaimResult{}, s.wrap(err, "reading the claim of domain "+c.Name)
 	}
@@ -124,6 +124,14 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision}, nil
 		}
 		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
+		if transient(err) && ctx.Err() == nil {
+			// A leader change: the write was dropped, or may have landed.
+			// Read again and decide from what is there (keys that are
+			// mine already are not written twice).
+			if resp, err = s.readClaim(ctx, reads); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			return ClaimResult{}, s.wrap(err, "claiming domain "+c.Name)
 		}
@@ -459,9 +467,37 @@ func (s *Store) Register(ctx context.Context, rec HostRecord) error {
 
 // wrap turns etcd client errors into operator sentences; a deadline or an
 // unreachable cluster becomes ErrUnavailable.
+// readClaim reads a claim's keys in one Txn. A leader election under way
+// gets a few more tries within ctx: reading again is harmless, and
+// refusing a start for a routine election is not.
+func (s *Store) readClaim(ctx context.Context, reads []clientv3.Op) (*clientv3.TxnResponse, error) {
+	resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+	for try := 1; transient(err) && try < 4 && ctx.Err() == nil; try++ {
+		time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+		resp, err = s.cli.Txn(ctx).Then(reads...).Commit()
+	}
+	return resp, err
+}
+
+// transient: etcd could not serve the request because its leader changed
+// (an election, a leadership transfer); it may be made again. A write that
+// failed so may or may not have been applied: read before writing again.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, rpctypes.ErrLeaderChanged) || errors.Is(err, rpctypes.ErrNoLeader) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) ||
+		// etcd 3.7 sends a dropped proposal as a bare status.
+		status.Convert(err).Message() == "raft proposal dropped"
+}
+
 func (s *Store) wrap(err error, doing string) error {
 	if err == nil {
 		return nil
+	}
+	if transient(err) || errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) {
+		return fmt.Errorf("%s: %w (%s: %v)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w (no answer from %s before the deadline)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","))
