@@ -4,13 +4,15 @@
 # Installs what is missing (apt packages, staticcheck), then runs gofmt, go vet,
 # staticcheck, the unit and integration tests with -race, each fuzz target
 # briefly, and the end-to-end tests against a lab of real libvirtd + QEMU hosts
-# (scripts/lab.sh, started and stopped by the tests themselves). Prints a
+# (scripts/lab.sh, started and stopped by the tests themselves), then a short
+# fault campaign (scripts/chaos.sh --cycles 15 --seed 1). Prints a
 # summary; exits non-zero when any step fails. CI runs it as root with CI=true
 # (.ci/run), where a missing prerequisite is a failure, never a skip.
 #
 # Environment: VL_FUZZTIME (10s) per fuzz target; VL_SKIP_E2E=1 skips the
 # end-to-end tests (not allowed under CI=true); VL_E2E_RUN ('E2E') the -run
-# pattern of the end-to-end tests.
+# pattern of the end-to-end tests; VL_SKIP_CHAOS=1 skips the fault campaign
+# (not under CI=true); VL_CHAOS_SEED (1) its seed.
 set -euo pipefail
 # The whole script is one { … } block, read before it runs: editing test.sh
 # during a run (it takes minutes) cannot change what this run does.
@@ -184,6 +186,14 @@ if [[ ${VL_SKIP_E2E:-} == 1 && $CI != true ]]; then
 	skip "e2e" "VL_SKIP_E2E=1"
 else
 	step "e2e (lab)" e2e
+fi
+# The short fault campaign (docs/reliability.md): 15 random faults from a
+# fixed seed on a 3-host lab with a 3-member etcd, checked from outside;
+# `scripts/chaos.sh --cycles 200` is the long one.
+if [[ ${VL_SKIP_CHAOS:-} == 1 && $CI != true ]]; then
+	skip "fault campaign" "VL_SKIP_CHAOS=1"
+else
+	step "fault campaign (15 cycles, seed ${VL_CHAOS_SEED:-1})" bash scripts/chaos.sh --cycles 15 --seed "${VL_CHAOS_SEED:-1}"
 fi
 
 summary
