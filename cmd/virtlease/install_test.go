@@ -167,6 +167,13 @@ func TestInstallScript(t *testing.T) {
 		if out, err := exec.Command(analyze, "verify", copyUnit).CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
+		// The hardening stays in place: systemd's own exposure score
+		// (0-10; 3.1 when written) must not pass 4.0.
+		if out, err := exec.Command(analyze, "security", "--offline=true", "--threshold=40", copyUnit).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze security: the unit's exposure rose above 4.0: %v\n%s", err, out)
+		}
+	} else if os.Getenv("CI") == "true" {
+		t.Error("no systemd-analyze: the unit cannot be verified (test.sh installs systemd)")
 	} else {
 		t.Log("no systemd-analyze: unit not verified")
 	}
