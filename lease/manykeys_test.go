@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +48,39 @@ func TestManyKeysPastMaxTxnOps(t *testing.T) {
 	}
 	if len(v.Restartable) != 1 || v.Restartable[0].UUID != lone.UUID {
 		t.Fatalf("restartable %v, want only %s", v.Restartable, lone.UUID)
+	}
+}
+
+// A domain with more disks than one claim Txn can carry is refused with a
+// message that says so, not etcd's "too many operations in txn request";
+// up to MaxClaimDisks it is claimed and released whole.
+func TestClaimDiskLimit(t *testing.T) {
+	s := NewStore(newEtcd(t), "")
+	a := session(t, s, "host-a")
+	for _, tc := range []struct {
+		disks int
+		ok    bool
+	}{{MaxClaimDisks, true}, {MaxClaimDisks + 1, false}} {
+		t.Run(fmt.Sprint(tc.disks), func(t *testing.T) {
+			ctx := testCtx(t)
+			c := vm(fmt.Sprintf("00000000-0000-4000-8000-%012d", tc.disks), "big")
+			for i := range tc.disks {
+				c.Disks = append(c.Disks, fmt.Sprintf("rbd/pool/big-%d-%d", tc.disks, i))
+			}
+			c.Intent = &Intent{Want: WantRunning, Name: "big", Since: time.Now().UTC()}
+			_, err := s.Claim(ctx, a, c)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n, err := s.Release(ctx, a, c.UUID, c.Disks, nil); err != nil || n != tc.disks+1 {
+					t.Fatalf("release: %d keys, %v", n, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "disks") || strings.Contains(err.Error(), "too many operations") {
+				t.Fatalf("claim of %d disks: %v", tc.disks, err)
+			}
+		})
 	}
 }

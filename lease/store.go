@@ -82,6 +82,10 @@ type ClaimResult struct {
 // no extra round trip.
 func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
 	keys := s.claimKeys(c.UUID, c.Disks)
+	if len(keys)-1 > MaxClaimDisks {
+		return ClaimResult{}, fmt.Errorf("lease: domain %s has %d writable shared disks; one claim holds at most %d (a domain and its disks are claimed in one etcd transaction, and etcd takes at most 128 operations in one by default)",
+			c.Name, len(keys)-1, MaxClaimDisks)
+	}
 	reads := s.claimReads(h, keys)
 	resp, err := s.readClaim(ctx, reads)
 	if err != nil {
@@ -183,6 +187,11 @@ func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
 
 // extraReads is how many reads claimReads adds after the claim keys.
 const extraReads = 5
+
+// MaxClaimDisks is how many disks one claim may hold: its Txn reads (or
+// compares) every key plus extraReads, and writes every key plus an intent
+// and a migration record, within etcd's default --max-txn-ops of 128.
+const MaxClaimDisks = 128 - 1 - extraReads - 2
 
 type claimState struct {
 	keys     []claimKey
