@@ -17,26 +17,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/virtlease/virtlease/scripts/procscan"
 )
 
 // ckProc is one QEMU process seen in one scan.
-type ckProc struct {
-	PID   int
-	Start uint64 // start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart
-	UUID  string // lower case
-	Host  string
-}
+type ckProc = procscan.Proc
 
 // ckSpan is one process's life as the checker saw it: alive from scan First
 // to scan Last (indices into the sample times).
@@ -129,7 +124,7 @@ func (c *OverlapChecker) Start() {
 				c.hostMap = m
 			}
 			t0 := time.Now()
-			procs, err := ckScan(c.procDir, c.hostMap)
+			procs, err := procscan.Scan(c.procDir, c.hostMap)
 			c.observe(t0, time.Since(t0), procs, err)
 			select {
 			case <-ctx.Done():
@@ -302,69 +297,6 @@ func (c *OverlapChecker) Check(t *testing.T) CheckReport {
 	return r
 }
 
-// ckScan lists the processes with "-uuid UUID" on their command line whose
-// mount namespace is a known host's. Zombies (killed, not reaped yet) are
-// dead; stopped processes (SIGSTOP) are alive.
-func ckScan(procDir string, hosts map[string]string) ([]ckProc, error) {
-	entries, err := os.ReadDir(procDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []ckProc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		dir := procDir + "/" + e.Name()
-		ns, err := os.Readlink(dir + "/ns/mnt")
-		if err != nil {
-			continue
-		}
-		host, ok := hosts[ns]
-		if !ok {
-			continue
-		}
-		cmdline, err := os.ReadFile(dir + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
-		i := slices.Index(args, "-uuid")
-		if i < 0 || i+1 >= len(args) {
-			continue
-		}
-		state, start, ok := ckStat(dir + "/stat")
-		if !ok || state == 'Z' || state == 'X' {
-			continue
-		}
-		out = append(out, ckProc{PID: pid, Start: start, UUID: strings.ToLower(args[i+1]), Host: host})
-	}
-	return out, nil
-}
-
-// ckStat reads a process's state and start time from /proc/PID/stat.
-func ckStat(path string) (state byte, start uint64, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, 0, false
-	}
-	// "pid (comm) S ppid …": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64) // field 22 overall
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], start, true
-}
-
 // ---------------------------------------------------------------- self-tests
 
 // TestE2ECheckerSynthetic feeds the checker made-up scans: it must report
@@ -466,7 +398,7 @@ func TestE2ECheckerLive(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			procs, err := ckScan("/proc", hostMap())
+			procs, err := procscan.Scan("/proc", hostMap())
 			if err != nil {
 				t.Fatal(err)
 			}

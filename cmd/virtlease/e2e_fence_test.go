@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
+
+	"github.com/virtlease/virtlease/scripts/procscan"
 )
 
 // fmLab is a lab with a running no-overlap checker and the timing its
@@ -144,7 +146,7 @@ type fmProc struct {
 }
 
 func fmProcOf(pid int) (fmProc, bool) {
-	st, start, ok := ckStat(fmt.Sprintf("/proc/%d/stat", pid))
+	st, start, ok := procscan.Stat(fmt.Sprintf("/proc/%d/stat", pid))
 	return fmProc{pid, start}, ok && st != 'Z' && st != 'X'
 }
 
@@ -370,7 +372,7 @@ func (f *fmLab) partition(t *testing.T, victim, taker, name, uuid string, stopQE
 			t.Fatal(err)
 		}
 		fmWaitFor(t, "QEMU stopped", 5*time.Second, func() bool {
-			st, _, _ := ckStat(fmt.Sprintf("/proc/%d/stat", q.PID))
+			st, _, _ := procscan.Stat(fmt.Sprintf("/proc/%d/stat", q.PID))
 			return st == 'T'
 		})
 	}

@@ -1,24 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/virtlease/virtlease/scripts/procscan"
 )
 
 // proc is one QEMU process of a lab host seen in a scan of /proc.
-type proc struct {
-	PID   int
-	Start uint64 // start time in clock ticks (/proc/PID/stat field 22): a reused PID is another process
-	UUID  string // lower case
-	Host  string
-}
+type proc = procscan.Proc
 
 // span is one QEMU process's life as the sampler saw it.
 type span struct {
@@ -81,7 +74,7 @@ func (s *sampler) start() {
 		defer t.Stop()
 		for {
 			t0 := time.Now()
-			procs, err := scanProc(s.procDir, s.hosts())
+			procs, err := procscan.Scan(s.procDir, s.hosts())
 			s.observe(t0, time.Since(t0), procs, err)
 			select {
 			case <-ctx.Done():
@@ -236,67 +229,6 @@ func (s *sampler) waitScans(n int) {
 		}
 		time.Sleep(s.interval / 2)
 	}
-}
-
-// scanProc lists the processes whose mount namespace is a lab host's and
-// whose command line carries "-uuid UUID" (QEMU). Zombies are dead; stopped
-// processes are alive.
-func scanProc(procDir string, hosts map[string]string) ([]proc, error) {
-	entries, err := os.ReadDir(procDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []proc
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		dir := procDir + "/" + e.Name()
-		ns, err := os.Readlink(dir + "/ns/mnt")
-		if err != nil {
-			continue
-		}
-		host, ok := hosts[ns]
-		if !ok {
-			continue
-		}
-		cmdline, err := os.ReadFile(dir + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
-		i := slices.Index(args, "-uuid")
-		if i < 0 || i+1 >= len(args) {
-			continue
-		}
-		state, start, ok := readStat(dir + "/stat")
-		if !ok || state == 'Z' || state == 'X' {
-			continue
-		}
-		out = append(out, proc{PID: pid, Start: start, UUID: strings.ToLower(args[i+1]), Host: host})
-	}
-	return out, nil
-}
-
-func readStat(path string) (state byte, start uint64, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], start, true
 }
 
 func clock(t time.Time) string {
