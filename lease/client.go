@@ -26,10 +26,6 @@ type EtcdConfig struct {
 	Username    string        // like etcdctl --user
 	Password    string        // read from the config's password_file by the caller
 	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
-	// Eager starts the connection at once, in the background, rather
-	// than at the first call: a caller with other work before its first
-	// call (the hook) overlaps the TCP and HTTP/2 set-up with it.
-	Eager bool
 }
 
 // Dial returns an etcd client. Without a user name it does not wait for a
@@ -79,9 +75,6 @@ func Dial(c EtcdConfig) (*clientv3.Client, error) {
 			return nil, fmt.Errorf("logging in to etcd as %q: %w (%s: %v)", c.Username, ErrUnavailable, eps, rpctypes.ErrorDesc(err))
 		}
 		return nil, fmt.Errorf("etcd client for %s: %w", eps, err)
-	}
-	if c.Eager {
-		cli.ActiveConnection().Connect() // does not wait
 	}
 	return cli, nil
 }

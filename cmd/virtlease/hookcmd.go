@@ -47,26 +47,20 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 	// own message; the hard stop below covers anything that ignores ctx.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout*9/10)
 	defer cancel()
-	// The calls that will need etcd start connecting now, while the hook
-	// reads the XML and the session: Connect then finds the connection
-	// (or its error) ready.
-	var dial *etcdDial
-	if needsEtcd(call) {
-		dial = startDial(cfg)
-	}
+	var cli *clientv3.Client
 	defer func() {
-		if dial != nil {
-			dial.close()
+		if cli != nil {
+			cli.Close()
 		}
 	}()
 	h := &hook.Hook{
 		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir},
 		Connect: func(ctx context.Context) (hook.Claims, error) {
-			if dial == nil {
-				dial = startDial(cfg)
-			}
-			cli, err := dial.wait()
+			ec, err := cfg.etcdConfig()
 			if err != nil {
+				return nil, err
+			}
+			if cli, err = lease.Dial(ec); err != nil {
 				return nil, err
 			}
 			return lease.NewStore(cli, cfg.Prefix), nil
@@ -91,72 +85,6 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 		errorLine(stderr, err)
 	}
 	return hook.Code(err)
-}
-
-// needsEtcd reports whether a hook call will most likely call etcd: the
-// calls that claim, release or record a migration. A wrong guess costs a
-// connection set-up (if true) or the overlap (if false), never a result.
-func needsEtcd(c hook.Call) bool {
-	switch c.Op + " " + c.SubOp {
-	case "prepare begin", "migrate begin", "reconnect begin", "stopped end", "release end":
-		return true
-	}
-	return false
-}
-
-// etcdDial is an etcd client being made in the background.
-type etcdDial struct {
-	done chan struct{}
-	cli  *clientv3.Client
-	err  error
-}
-
-// startDial makes the client of cfg and starts connecting. Without a user
-// name that takes no round trip (the connection is set up in the
-// background): it is done before startDial returns. With one it logs in,
-// in a goroutine, bounded by etcd.dial_timeout.
-func startDial(cfg Config) *etcdDial {
-	d := &etcdDial{done: make(chan struct{})}
-	dial := func() {
-		defer close(d.done)
-		ec, err := cfg.etcdConfig()
-		if err != nil {
-			d.err = err
-			return
-		}
-		ec.Eager = true
-		d.cli, d.err = lease.Dial(ec)
-	}
-	if cfg.Etcd.Username == "" {
-		dial()
-	} else {
-		go dial()
-	}
-	return d
-}
-
-// wait returns the client or the error of making it.
-func (d *etcdDial) wait() (*clientv3.Client, error) {
-	<-d.done
-	return d.cli, d.err
-}
-
-// close closes the client. A login still in progress (the call did not
-// need etcd after all) is not waited for: it closes its client when it
-// ends, within etcd.dial_timeout.
-func (d *etcdDial) close() {
-	select {
-	case <-d.done:
-		if d.cli != nil {
-			d.cli.Close()
-		}
-	default:
-		go func() {
-			if cli, _ := d.wait(); cli != nil {
-				cli.Close()
-			}
-		}()
-	}
 }
 
 // etcdConfig turns the config file's etcd section into the client's.
