@@ -250,6 +250,8 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	// A kill marker from an earlier run must not make this run's clean
 	// stop look like the watchdog's doing.
 	os.Remove(h.marker("killed", dom.UUID))
+	// Nor may a released marker make this run's release end skip etcd.
+	os.Remove(h.marker("released", dom.UUID))
 	return nil
 }
 
@@ -297,6 +299,14 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 		}
 		return nil
 	}
+	released := h.marker("released", dom.UUID)
+	if _, err := os.Stat(released); err == nil && call.Op == "release" {
+		// stopped end, which libvirt calls just before, released or
+		// handed over every key: nothing of ours is left in etcd, and a
+		// dial and a Txn would only cost libvirtd time.
+		os.Remove(released)
+		return nil
+	}
 	started := h.marker("started", dom.UUID)
 	s, err := lease.ReadSession(filepath.Join(h.Config.StateDir, "session"))
 	if err != nil || s.Host != h.Config.Host || s.State == lease.SessionFencing {
@@ -314,7 +324,18 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 		return nil
 	}
 	migrated := h.marker("migrated", dom.UUID)
-	if _, err := os.Stat(migrated); err == nil {
+	_, err = os.Stat(migrated)
+	wasMigrated := err == nil
+	// done: every key of ours is released or handed over. After stopped
+	// end, release end then answers locally; not on a migration's
+	// destination, whose release end drops the migrated marker.
+	done := func() {
+		os.Remove(started)
+		if call.Op == "stopped" && !wasMigrated {
+			writeMarker(released, "")
+		}
+	}
+	if wasMigrated {
 		// This host was a migration's destination: a failed migration
 		// leaves a record of ours to drop (a finished one left none).
 		if err := claims.DropMigration(ctx, s.Holder(), dom.UUID); err == nil && call.Op == "release" {
@@ -326,12 +347,12 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	// clean stop, so the HA intent stays as it is.
 	if handed, err := claims.HandOff(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs()); err != nil || handed {
 		if handed {
-			os.Remove(started)
+			done()
 		}
 		return nil
 	}
 	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
-		os.Remove(started)
+		done()
 		if intent != nil {
 			// The hook cannot tell a destroy from a QEMU that died on its
 			// own; libvirt's shutoff reason can, once this call is over.

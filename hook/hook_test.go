@@ -534,3 +534,40 @@ func TestIncomingMarkerUsedOnce(t *testing.T) {
 		t.Fatalf("claims %+v: want the first incoming from host-b, the second plain", e.claims.claims)
 	}
 }
+// A start and a stop as libvirt calls them: stopped end releases, and the
+// release end that follows answers from the marker without dialing etcd; the
+// next start's release goes to etcd again.
+func TestReleaseEndAfterStoppedEndIsLocal(t *testing.T) {
+	e := newEnv(t)
+	h := e.hook(t)
+	xml := fixture(t, "rbd-auth-hosts.xml")
+	run := func(op, sub string) {
+		t.Helper()
+		if err := h.Run(context.Background(), []string{"vm", op, sub, "-"}, bytes.NewReader(xml)); err != nil {
+			t.Fatalf("%s %s: %v", op, sub, err)
+		}
+	}
+	for round := 1; round <= 2; round++ {
+		for _, c := range [][2]string{{"prepare", "begin"}, {"start", "begin"}, {"started", "begin"}, {"stopped", "end"}} {
+			run(c[0], c[1])
+		}
+		dials, releases := e.dials, len(e.claims.releases)
+		run("release", "end")
+		if e.dials != dials || len(e.claims.releases) != releases {
+			t.Fatalf("round %d: release end after a released stopped end dialed etcd %d times, released %d times", round, e.dials-dials, len(e.claims.releases)-releases)
+		}
+		if releases != round {
+			t.Fatalf("round %d: %d releases in all, want %d", round, releases, round)
+		}
+	}
+	// A failed release at stopped end leaves release end to try again.
+	run("prepare", "begin")
+	e.claims.releaseErr = errors.New("etcd down")
+	run("stopped", "end")
+	e.claims.releaseErr = nil
+	releases := len(e.claims.releases)
+	run("release", "end")
+	if len(e.claims.releases) != releases+1 {
+		t.Fatalf("release end after a failed stopped end did not release")
+	}
+}
