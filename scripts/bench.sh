@@ -26,6 +26,8 @@
 #   VL_BENCH_FENCE_GUESTS (50)     guests fenced at once
 #   VL_BENCH_FENCEBENCH_N (10)     partitions for scripts/fencebench.sh
 #   VL_BENCH_SKIP                  comma-separated parts to skip: hook,profile,scale,lab,fence,fencebench
+#   VL_BENCH_BASELINE              another virtlease binary (e.g. an older build): part 1 times it too,
+#                                  as "virtlease baseline", interleaved with this one (before/after)
 #   VL_BENCH_OUT (docs/benchmarks.md)
 set -euo pipefail
 
@@ -262,6 +264,15 @@ setsid "${NICE[@]}" env ETCDCTL_API=3 etcdctl --endpoints "$EP" lease keep-alive
 KA_PID=$!
 started "$KA_PID"
 ln -sf "$BIN/virtlease" "$ROOT/hooks/qemu" # the name libvirt runs it by
+BASELINE_HOOK=()
+if [[ -n ${VL_BENCH_BASELINE:-} ]]; then
+	[[ -x $VL_BENCH_BASELINE ]] || die "VL_BENCH_BASELINE=$VL_BENCH_BASELINE is not an executable"
+	mkdir -p "$ROOT/hooks/baseline"
+	install -m 0755 "$VL_BENCH_BASELINE" "$BIN/virtlease.baseline"
+	ln -sf "$BIN/virtlease.baseline" "$ROOT/hooks/baseline/qemu"
+	BASELINE_HOOK=(-hook "virtlease baseline;prepare:begin,release:end;$ROOT/hooks/baseline/qemu")
+	meta baseline "$VL_BENCH_BASELINE ($("$BIN/virtlease.baseline" version 2>/dev/null || echo '?'))"
+fi
 install -m 0755 scripts/bench/etcdctl-hook.sh "$ROOT/hooks/etcdctl-hook"
 printf 'ENDPOINTS=%s\nLEASE=%s\nHOST=bench-host\nPREFIX=/naive\n' "$EP" "$NAIVE_LEASE" >"$ROOT/hooks/naive-hook.env"
 
@@ -276,7 +287,7 @@ else
 	# run inside the watchdog's mount namespace: the hook reads its session there
 	(cd / && "${NICE[@]}" nsenter -t "$WD_PID" -m -- "$BIN/bench" hooklat -n "$HOOK_N" -warmup 20 -metrics "$EP/metrics" \
 		-xml "$REPO/scripts/bench/domain.xml" -name bench1 \
-		-hook "virtlease;prepare:begin,release:end;$ROOT/hooks/qemu" \
+		-hook "virtlease;prepare:begin,release:end;$ROOT/hooks/qemu" "${BASELINE_HOOK[@]}" \
 		-hook "virtlease hook (CLI form);prepare:begin,release:end;$BIN/virtlease;--config;/etc/virtlease/config.yaml;hook;qemu" \
 		-hook "/bin/true;prepare:begin,release:end;/bin/true" \
 		-hook "etcdctl txn hook;prepare:begin,release:end;$ROOT/hooks/etcdctl-hook" \

@@ -539,6 +539,9 @@ func (r *report) markdown(rows [][]string) string {
 		}
 		p("| %s | %s |\n", v[0], v[1])
 	}
+	if b := m["baseline"]; b != "" {
+		p("| virtlease baseline (VL_BENCH_BASELINE) | %s |\n", b)
+	}
 	var loads []string
 	for _, k := range []string{"start", "part1", "part5", "part3", "part2", "part4", "part6", "end"} {
 		if v := m["load_"+k]; v != "" {
