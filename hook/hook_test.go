@@ -534,6 +534,7 @@ func TestIncomingMarkerUsedOnce(t *testing.T) {
 		t.Fatalf("claims %+v: want the first incoming from host-b, the second plain", e.claims.claims)
 	}
 }
+
 // A start and a stop as libvirt calls them: stopped end releases, and the
 // release end that follows answers from the marker without dialing etcd; the
 // next start's release goes to etcd again.

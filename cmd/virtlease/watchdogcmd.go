@@ -56,6 +56,15 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return err
 	}
 	defer closeFn()
+	ec, err := cfg.etcdConfig()
+	if err != nil {
+		return exit(hook.ExitUsage, err)
+	}
+	renewer, errs := lease.NewRenewer(ec, store)
+	for _, err := range errs {
+		log.Warn("renewals will share the main etcd connection for an endpoint that could not be dialled now", "err", err.Error())
+	}
+	defer renewer.Close()
 
 	mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if members, err := store.Members(mctx); err == nil && len(members) < 3 {
@@ -86,7 +95,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		StateDir: defaultStateDir,
 		BootID:   bootID,
 		Clock:    bootClock{},
-		Sessions: store,
+		Sessions: sessions{Store: store, renewer: renewer},
 		Prefix:   cfg.Prefix,
 		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
 		HA: &fence.HAOptions{
@@ -120,4 +129,15 @@ func parseClaim(xml string) (lease.Claim, bool, error) {
 		return lease.Claim{}, false, err
 	}
 	return lease.Claim{UUID: d.UUID, Name: d.Name, Disks: d.DiskIDs()}, d.Mode != hook.ModeOff, nil
+}
+
+// sessions is the lease store with renewals sent to each etcd endpoint in
+// turn on connections of their own (lease.Renewer says why).
+type sessions struct {
+	*lease.Store
+	renewer *lease.Renewer
+}
+
+func (s sessions) Renew(ctx context.Context, id lease.ID) (time.Duration, error) {
+	return s.renewer.Renew(ctx, id)
 }

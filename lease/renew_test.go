@@ -1,0 +1,86 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/tests/v3/framework/integration"
+)
+
+// TestRenewerRotatesEndpoints: one member hangs (its connection stays open,
+// nothing comes back, as with a SIGSTOPped etcd), and the watchdog keeps
+// making other calls between renewals. Renewals must still go to each
+// member in turn: never two in a row on the hung one, whatever the phase
+// of the other calls. Renewing through the shared client instead, whose
+// round robin is shared with the other calls, put every renewal on the hung
+// member in one phase.
+func TestRenewerRotatesEndpoints(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 3, UseBridge: true})
+	defer clus.Terminate(t)
+	var eps []string
+	for _, m := range clus.Members {
+		eps = append(eps, m.GRPCURL)
+	}
+	cli, err := Dial(EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	shared := NewStore(cli, "")
+	r, errs := NewRenewer(EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second}, shared)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	defer r.Close()
+	h := session(t, shared, "host-a")
+	ctx := testCtx(t)
+	// Every connection up before the hang.
+	for range 2 * len(eps) {
+		if _, err := r.Renew(ctx, h.Lease); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := shared.Renew(ctx, h.Lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clus.Members[1].Bridge().Blackhole()
+	defer clus.Members[1].Bridge().Unblackhole()
+
+	// With shared.Renew in this map, one phase gives "ok hung hung hung
+	// hung hung": the round robin puts every renewal on the hung member.
+	renewers := map[string]func(context.Context, ID) (time.Duration, error){"renewer": r.Renew}
+	for name, renew := range renewers {
+		// Whatever the phase of the other calls against the round robin.
+		for phase := range 3 {
+			t.Run(fmt.Sprintf("%s/phase%d", name, phase), func(t *testing.T) {
+				get := func() {
+					gctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+					shared.cli.Get(gctx, "x")
+					cancel()
+				}
+				for range phase {
+					get()
+				}
+				var pattern []string
+				for range 6 {
+					// The watchdog's other calls between two renewals.
+					get()
+					get()
+					rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+					_, err := renew(rctx, h.Lease)
+					cancel()
+					pattern = append(pattern, map[bool]string{true: "ok", false: "hung"}[err == nil])
+				}
+				p := strings.Join(pattern, " ")
+				if strings.Contains(p, "hung hung") || strings.Count(p, "hung") > 2 {
+					t.Fatalf("renewals: %s; want each member in turn (one in three on the hung member)", p)
+				}
+				t.Logf("renewals: %s", p)
+			})
+		}
+	}
+}
