@@ -191,6 +191,37 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			delete(inactiveSince, d.UUID)
 		}
 	}
+	// A migration to this host whose guest never came (this libvirtd died
+	// mid-migration, so no hook dropped the record): the record would keep
+	// the guest from every later migration and its disks from every other
+	// domain for as long as this session lives. Dropped once libvirt has
+	// shown no trace of the guest here for the grace period; a migration in
+	// progress has an active (paused) domain or a job here.
+	incoming, err := w.o.Sessions.Incoming(ctx, h)
+	if err != nil {
+		return
+	}
+	for _, uuid := range incoming {
+		key := "incoming/" + uuid
+		active, job, err := o.Domains.State(ctx, uuid)
+		if running[uuid] || err != nil || active || job {
+			delete(inactiveSince, key)
+			continue
+		}
+		first, ok := inactiveSince[key]
+		if !ok {
+			inactiveSince[key] = now
+			continue
+		}
+		if now.Sub(first) < o.Grace || !w.stillActive(h) {
+			continue
+		}
+		if err := w.o.Sessions.DropMigration(ctx, h, uuid); err == nil {
+			w.o.Log.Info("reconcile: dropped the record of a migration to this host whose guest never arrived", "uuid", uuid)
+			w.o.Metrics.Reconciled("release")
+			delete(inactiveSince, key)
+		}
+	}
 }
 
 // stillActive reports whether h is still the ok session: a reconcile pass

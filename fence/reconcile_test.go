@@ -179,3 +179,72 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 		}
 	}
 }
+
+// jobDomains is fakeDomains with jobs on some inactive domains (an incoming
+// migration being set up).
+type jobDomains struct {
+	fakeDomains
+	jobs map[string]bool
+}
+
+func (f *jobDomains) State(ctx context.Context, uuid string) (bool, bool, error) {
+	active, _, err := f.fakeDomains.State(ctx, uuid)
+	return active, f.jobs[uuid], err
+}
+
+// A migration to this host whose guest never arrived (this libvirtd was
+// killed mid-migration: no hook dropped the record) leaves its record on
+// our lease. After the grace period with no trace of the guest here, the
+// reconcile drops it; one whose domain has a job here is left alone.
+func TestReconcileDropsStaleIncoming(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	sess := func(host string) lease.Holder {
+		id, _, _ := store.Grant(ctx, 30*time.Second)
+		store.Register(ctx, lease.HostRecord{Host: host, Lease: id})
+		return lease.Holder{Host: host, Lease: id}
+	}
+	a, b := sess("host-a"), sess("host-c")
+	for _, u := range []string{"u-stale", "u-in-progress"} {
+		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true, Disks: []string{"nbd/" + u}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.RecordMigration(ctx, b, u, u, []string{"nbd/" + u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doms := &jobDomains{jobs: map[string]bool{"u-in-progress": true}}
+	opts := ReconcileOptions{Domains: doms, Grace: 200 * time.Millisecond, Parse: func(xml string) (lease.Claim, bool, error) {
+		return lease.Claim{UUID: xml, Name: xml}, true, nil
+	}}
+	w := New(Options{Config: testConfig, Host: "host-c", Sessions: store, Guests: &recordingGuests{},
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&b)
+	since := map[string]time.Time{}
+	record := func(u string) bool {
+		resp, err := clus.Client(0).Get(ctx, store.Keys().Migration(u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Kvs) == 1
+	}
+	w.reconcileOnce(ctx, opts, b, since)
+	if !record("u-stale") {
+		t.Fatal("dropped at first sight, before the grace period")
+	}
+	time.Sleep(300 * time.Millisecond)
+	w.reconcileOnce(ctx, opts, b, since)
+	if record("u-stale") {
+		t.Error("the stale migration record is still there after the grace period")
+	}
+	if !record("u-in-progress") {
+		t.Error("a migration with a job here lost its record")
+	}
+	// The source's keys are untouched: it still runs the guest.
+	if rec, _ := store.Holding(ctx, "u-stale"); rec == nil || rec.Host != "host-a" {
+		t.Errorf("u-stale's domain key: %+v, want host-a's", rec)
+	}
+}
