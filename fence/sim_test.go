@@ -182,7 +182,7 @@ func (s *sim) Release(context.Context, lease.Holder, string, []string, *lease.In
 	return 0, nil
 }
 func (s *sim) DropMigration(context.Context, lease.Holder, string) error { return nil }
-func (s *sim) Incoming(context.Context, lease.Holder) ([]string, error) { return nil, nil }
+func (s *sim) Incoming(context.Context, lease.Holder) ([]string, error)  { return nil, nil }
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {
