@@ -63,16 +63,24 @@ var testConfig = Config{TTL: 5 * time.Second, RenewInterval: 500 * time.Millisec
 
 func startWatchdog(t *testing.T, endpoints []string, host string, g Guests) (stop func()) {
 	t.Helper()
-	cli, err := lease.Dial(lease.EtcdConfig{Endpoints: endpoints, DialTimeout: time.Second})
+	ec := lease.EtcdConfig{Endpoints: endpoints, DialTimeout: time.Second}
+	cli, err := lease.Dial(ec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// As the watchdog command wires it: renewals through each endpoint in
+	// turn.
+	store := lease.NewStore(cli, "")
+	renewer, errs := lease.NewRenewer(ec, store)
+	if len(errs) > 0 {
+		t.Fatal(errs)
 	}
 	var logw io.Writer = io.Discard
 	if testing.Verbose() {
 		logw = os.Stderr
 	}
 	w := New(Options{Config: testConfig, Host: host, Version: "test", StateDir: t.TempDir(), BootID: "test-boot",
-		Clock: wallClock{}, Sessions: lease.NewStore(cli, ""), Guests: g,
+		Clock: wallClock{}, Sessions: lease.WithRenewer{Store: store, Renewer: renewer}, Guests: g,
 		Log: slog.New(slog.NewTextHandler(logw, nil)).With("host", host)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -82,6 +90,7 @@ func startWatchdog(t *testing.T, endpoints []string, host string, g Guests) (sto
 		if err := <-done; err != nil {
 			t.Errorf("watchdog: %v", err)
 		}
+		renewer.Close()
 		cli.Close()
 	}
 }

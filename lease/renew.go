@@ -62,3 +62,15 @@ func (r *Renewer) Renew(ctx context.Context, id ID) (time.Duration, error) {
 
 // Close closes the per-endpoint connections.
 func (r *Renewer) Close() { r.close() }
+
+// WithRenewer is a Store whose session renewals go through a Renewer; the
+// watchdog uses it as its sessions.
+type WithRenewer struct {
+	*Store
+	Renewer *Renewer
+}
+
+// Renew renews id through the Renewer.
+func (s WithRenewer) Renew(ctx context.Context, id ID) (time.Duration, error) {
+	return s.Renewer.Renew(ctx, id)
+}

@@ -95,7 +95,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		StateDir: defaultStateDir,
 		BootID:   bootID,
 		Clock:    bootClock{},
-		Sessions: sessions{Store: store, renewer: renewer},
+		Sessions: lease.WithRenewer{Store: store, Renewer: renewer},
 		Prefix:   cfg.Prefix,
 		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
 		HA: &fence.HAOptions{
@@ -129,15 +129,4 @@ func parseClaim(xml string) (lease.Claim, bool, error) {
 		return lease.Claim{}, false, err
 	}
 	return lease.Claim{UUID: d.UUID, Name: d.Name, Disks: d.DiskIDs()}, d.Mode != hook.ModeOff, nil
-}
-
-// sessions is the lease store with renewals sent to each etcd endpoint in
-// turn on connections of their own (lease.Renewer says why).
-type sessions struct {
-	*lease.Store
-	renewer *lease.Renewer
-}
-
-func (s sessions) Renew(ctx context.Context, id lease.ID) (time.Duration, error) {
-	return s.renewer.Renew(ctx, id)
 }
