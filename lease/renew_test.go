@@ -84,3 +84,54 @@ func TestRenewerRotatesEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewerPassesOverDeadMember: a stopped member (connection refused, the
+// client reconnecting with backoff) gets at most one renewal; plain
+// rotation sent it every third one, each waiting out its deadline (an
+// intermittent false fence across 20 leader kills under -race).
+func TestRenewerPassesOverDeadMember(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 3})
+	defer clus.Terminate(t)
+	var eps []string
+	for _, m := range clus.Members {
+		eps = append(eps, m.GRPCURL)
+	}
+	ec := EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second}
+	cli, err := Dial(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	shared := NewStore(cli, "")
+	r, errs := NewRenewer(ec, shared)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	defer r.Close()
+	h := session(t, shared, "host-a")
+	ctx := testCtx(t)
+	for range 2 * len(eps) {
+		if _, err := r.Renew(ctx, h.Lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := clus.Members[2]
+	if dead.Server.Leader() == dead.Server.MemberID() {
+		dead = clus.Members[1] // keep the leader: this is about one dead member
+	}
+	dead.Stop(t)
+	defer dead.Restart(t)
+	var pattern []string
+	for range 9 {
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := r.Renew(rctx, h.Lease)
+		cancel()
+		pattern = append(pattern, map[bool]string{true: "ok", false: "failed"}[err == nil])
+	}
+	p := strings.Join(pattern, " ")
+	t.Logf("renewals with one member stopped: %s", p)
+	if strings.Count(p, "failed") > 1 {
+		t.Fatalf("renewals: %s; a dead member must be passed over after at most one failure", p)
+	}
+}
