@@ -22,4 +22,4 @@ N=${1:-10}
 [[ $(id -u) == 0 ]] || { echo "fencebench.sh: must run as root (the lab needs namespaces and libvirtd)" >&2; exit 2; }
 # each run takes about ttl + 5 s
 VL_FENCEBENCH=$N CI=true go test -tags e2e -count=1 -v -timeout $((N * 60 + 300))s \
-	-run '^TestE2EFenceBench$' ./cmd/virtlease/
+	-run '^TestLabFenceBench$' ./cmd/virtlease/

@@ -625,12 +625,12 @@ func TestE2EWatchdogRestart(t *testing.T) {
 
 // ---------------------------------------------------------------- benchmark
 
-// TestE2EFenceBench partitions a host running vm2 VL_FENCEBENCH times
+// TestLabFenceBench partitions a host running vm2 VL_FENCEBENCH times
 // (default: skipped), alternating host-a and host-b, and prints per run the
 // fence time (freeze → QEMU gone) and the takeover time (freeze → the other
 // host's start succeeds), then min/median/max against ttl and margin. The
 // safety bounds are asserted on every run. scripts/fencebench.sh runs it.
-func TestE2EFenceBench(t *testing.T) {
+func TestLabFenceBench(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("VL_FENCEBENCH"))
 	if n <= 0 {
 		t.Skip("set VL_FENCEBENCH=N (scripts/fencebench.sh) to run N partitions")
