@@ -162,12 +162,12 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			w.o.Log.Warn("reconcile: cannot check a guest", "domain", g.Name, "err", err.Error())
 		}
 	}
-	held, err := w.o.Sessions.Held(ctx, h)
+	hs, err := w.o.Sessions.Holdings(ctx, h)
 	if err != nil {
 		return
 	}
 	now := time.Now()
-	for _, d := range held {
+	for _, d := range hs.Domains {
 		if running[d.UUID] {
 			delete(inactiveSince, d.UUID)
 			continue
@@ -197,11 +197,7 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 	// domain for as long as this session lives. Dropped once libvirt has
 	// shown no trace of the guest here for the grace period; a migration in
 	// progress has an active (paused) domain or a job here.
-	incoming, err := w.o.Sessions.Incoming(ctx, h)
-	if err != nil {
-		return
-	}
-	for _, uuid := range incoming {
+	for _, uuid := range hs.Incoming {
 		key := "incoming/" + uuid
 		active, job, err := o.Domains.State(ctx, uuid)
 		if running[uuid] || err != nil || active || job {

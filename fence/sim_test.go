@@ -182,7 +182,10 @@ func (s *sim) Release(context.Context, lease.Holder, string, []string, *lease.In
 	return 0, nil
 }
 func (s *sim) DropMigration(context.Context, lease.Holder, string) error { return nil }
-func (s *sim) Incoming(context.Context, lease.Holder) ([]string, error)  { return nil, nil }
+func (s *sim) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error) {
+	ds, err := s.Held(ctx, h)
+	return lease.Holdings{Domains: ds}, err
+}
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {

@@ -30,7 +30,7 @@ type Sessions interface {
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
-	Incoming(ctx context.Context, h lease.Holder) ([]string, error)
+	Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error)
 	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)
 	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
 	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)

@@ -3,9 +3,11 @@ package lease
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -62,7 +64,7 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	}
 	v := HAView{Revision: resp.Header.Revision}
 	var want []Restartable
-	var gets []clientv3.Op
+	var domains []string
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		uuid := s.keys.Name(string(kv.Key))
 		in, err := decode[Intent](string(kv.Key), kv.Value)
@@ -70,18 +72,15 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 			continue
 		}
 		want = append(want, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
-		gets = append(gets, clientv3.OpGet(s.keys.Domain(uuid), clientv3.WithCountOnly(), clientv3.WithRev(v.Revision)))
+		domains = append(domains, s.keys.Domain(uuid))
 	}
-	for start := 0; start < len(want); start += maxTxnOps {
-		end := min(start+maxTxnOps, len(want))
-		held, err := s.cli.Txn(ctx).Then(gets[start:end]...).Commit()
-		if err != nil {
-			return HAView{}, s.wrap(err, "reading the holders of HA domains")
-		}
-		for i, r := range want[start:end] {
-			if held.Responses[i].GetResponseRange().Count == 0 {
-				v.Restartable = append(v.Restartable, r)
-			}
+	held, err := s.getAll(ctx, domains, v.Revision, "reading the holders of HA domains", clientv3.WithCountOnly())
+	if err != nil {
+		return HAView{}, err
+	}
+	for i, r := range want {
+		if held[i].GetResponseRange().Count == 0 {
+			v.Restartable = append(v.Restartable, r)
 		}
 	}
 	for h := range hosts {
@@ -97,6 +96,32 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 // a Txn of more than --max-txn-ops (default 128) with "too many operations
 // in txn request".
 const maxTxnOps = 100
+
+// getAll reads keys (with opts) in Txns of at most maxTxnOps reads, all at
+// revision rev, or, when rev is 0, at the revision of the first Txn. The
+// responses come back in the order of keys.
+func (s *Store) getAll(ctx context.Context, keys []string, rev int64, doing string, opts ...clientv3.OpOption) ([]*etcdserverpb.ResponseOp, error) {
+	var rs []*etcdserverpb.ResponseOp
+	for start := 0; start < len(keys); start += maxTxnOps {
+		batch := make([]clientv3.Op, 0, maxTxnOps)
+		for _, k := range keys[start:min(start+maxTxnOps, len(keys))] {
+			o := opts
+			if rev != 0 {
+				o = append(slices.Clip(opts), clientv3.WithRev(rev))
+			}
+			batch = append(batch, clientv3.OpGet(k, o...))
+		}
+		resp, err := s.cli.Txn(ctx).Then(batch...).Commit()
+		if err != nil {
+			return nil, s.wrap(err, doing)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		rs = append(rs, resp.Responses...)
+	}
+	return rs, nil
+}
 
 // BeginRestart takes the next restart of r for h: it counts the restart in
 // the intent, if the intent is unchanged since r was read, the domain is

@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strings"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -14,39 +13,43 @@ import (
 // attached to h's lease (exactly this host's claims), then reads those, so
 // it costs O(this host's keys), whatever the size of the cluster.
 func (s *Store) Held(ctx context.Context, h Holder) ([]DomainStatus, error) {
+	hs, err := s.Holdings(ctx, h)
+	return hs.Domains, err
+}
+
+// Holdings is what hangs on one host's lease.
+type Holdings struct {
+	Domains []DomainStatus // as Held lists them
+	// Incoming are the UUIDs of the migration records on the lease: live
+	// migrations to this host not (yet) handed over.
+	Incoming []string
+}
+
+// Holdings is Held plus the incoming migration records, from the same one
+// look at the lease's keys (the reconcile wants both every pass).
+func (s *Store) Holdings(ctx context.Context, h Holder) (Holdings, error) {
 	ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(h.Lease), clientv3.WithAttachedKeys())
 	if err != nil {
-		return nil, s.wrap(err, "listing this host's claims")
+		return Holdings{}, s.wrap(err, "listing this host's claims")
 	}
-	var gets []clientv3.Op
+	var hs Holdings
+	var keys []string
 	for _, k := range ttl.Keys {
 		key := string(k)
-		if strings.HasPrefix(key, s.keys.Dir("domains")) || strings.HasPrefix(key, s.keys.Dir("disks")) {
-			gets = append(gets, clientv3.OpGet(key))
+		switch {
+		case strings.HasPrefix(key, s.keys.Dir("domains")) || strings.HasPrefix(key, s.keys.Dir("disks")):
+			keys = append(keys, key)
+		case strings.HasPrefix(key, s.keys.Dir("migrations")):
+			hs.Incoming = append(hs.Incoming, s.keys.Name(key))
 		}
 	}
-	if len(gets) == 0 {
-		return nil, nil
+	if len(keys) == 0 {
+		return hs, nil
 	}
-	// In Txns of at most maxTxnOps reads (a host may hold hundreds of
-	// keys), all at the revision of the first.
-	var rs []*etcdserverpb.ResponseOp
-	var rev int64
-	for start := 0; start < len(gets); start += maxTxnOps {
-		batch := gets[start:min(start+maxTxnOps, len(gets))]
-		if rev != 0 {
-			for i, op := range batch {
-				batch[i] = clientv3.OpGet(string(op.KeyBytes()), clientv3.WithRev(rev))
-			}
-		}
-		resp, err := s.cli.Txn(ctx).Then(batch...).Commit()
-		if err != nil {
-			return nil, s.wrap(err, "reading this host's claims")
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		rs = append(rs, resp.Responses...)
+	// A host may hold more keys than one Txn takes.
+	rs, err := s.getAll(ctx, keys, 0, "reading this host's claims")
+	if err != nil {
+		return Holdings{}, err
 	}
 	byUUID := map[string]*DomainStatus{}
 	var order []string
@@ -73,12 +76,12 @@ func (s *Store) Held(ctx context.Context, h Holder) ([]DomainStatus, error) {
 		}
 	}
 	sort.Strings(order)
-	res := make([]DomainStatus, len(order))
+	hs.Domains = make([]DomainStatus, len(order))
 	for i, u := range order {
-		res[i] = *byUUID[u]
-		sort.Strings(res[i].Disks)
+		hs.Domains[i] = *byUUID[u]
+		sort.Strings(hs.Domains[i].Disks)
 	}
-	return res, nil
+	return hs, nil
 }
 
 // SetUnfenced writes PREFIX/unfenced/HOST (no lease: it must outlive the

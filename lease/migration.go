@@ -3,7 +3,6 @@ package lease
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -172,21 +171,4 @@ func (s *Store) DropMigration(ctx context.Context, h Holder, uuid string) error 
 		return s.wrap(err, "dropping the migration record of "+uuid)
 	}
 	return nil
-}
-
-// Incoming lists the UUIDs of the migration records on h's lease: live
-// migrations to this host not (yet) handed over. Like Held it costs
-// O(this host's keys).
-func (s *Store) Incoming(ctx context.Context, h Holder) ([]string, error) {
-	ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(h.Lease), clientv3.WithAttachedKeys())
-	if err != nil {
-		return nil, s.wrap(err, "listing this host's incoming migrations")
-	}
-	var uuids []string
-	for _, k := range ttl.Keys {
-		if key := string(k); strings.HasPrefix(key, s.keys.Dir("migrations")) {
-			uuids = append(uuids, s.keys.Name(key))
-		}
-	}
-	return uuids, nil
 }
