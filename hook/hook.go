@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -150,7 +151,11 @@ func readDomainXML(stdin io.Reader) (Domain, []byte, error) {
 const maxRecordedXML = 64 << 10
 
 // passwdAttr matches graphics passwords, which must never reach etcd.
-var passwdAttr = regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
+// Compiled on first use, not at package init: every hook call starts this
+// binary, and only an HA prepare needs it.
+var passwdAttr = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
+})
 
 // recordableXML is the domain XML to keep with an HA intent, for hosts
 // that lack the domain (ha.define_missing): without passwords (secrets are
@@ -159,7 +164,7 @@ func recordableXML(b []byte) string {
 	if len(b) > maxRecordedXML {
 		return ""
 	}
-	return passwdAttr.ReplaceAllString(string(b), "")
+	return passwdAttr().ReplaceAllString(string(b), "")
 }
 
 // session reads the session file and checks that this host may start
