@@ -95,6 +95,22 @@ func startWatchdog(t *testing.T, endpoints []string, host string, g Guests) (sto
 	}
 }
 
+// testSession grants a 30 s session and registers host on it, as a
+// watchdog does.
+func testSession(t *testing.T, store *lease.Store, host string) lease.Holder {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, _, err := store.Grant(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
+		t.Fatal(err)
+	}
+	return lease.Holder{Host: host, Lease: id}
+}
+
 func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(timeout)

@@ -107,16 +107,7 @@ func TestHARestart(t *testing.T) {
 	store := lease.NewStore(clus.Client(0), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess := func(host string) lease.Holder {
-		id, _, err := store.Grant(ctx, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
-			t.Fatal(err)
-		}
-		return lease.Holder{Host: host, Lease: id}
-	}
+	sess := func(host string) lease.Holder { return testSession(t, store, host) }
 	a, b, c := sess("host-a"), sess("host-b"), sess("host-c")
 	ha := func(uuid string, hosts ...string) {
 		in := &lease.Intent{Want: lease.WantRunning, Name: uuid, Candidates: hosts}
@@ -205,9 +196,7 @@ func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
 	store := lease.NewStore(clus.Client(0), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	id, _, _ := store.Grant(ctx, 30*time.Second)
-	b := lease.Holder{Host: "host-b", Lease: id}
-	store.Register(ctx, lease.HostRecord{Host: "host-b", Lease: id})
+	b := testSession(t, store, "host-b")
 	if _, err := clus.Client(0).Put(ctx, store.Keys().Intent("flaky"), `{"want":"running","name":"flaky","restarts":0,"since":"2026-11-25T00:00:00Z"}`); err != nil {
 		t.Fatal(err)
 	}
@@ -242,9 +231,7 @@ func TestHADefineMissing(t *testing.T) {
 	store := lease.NewStore(clus.Client(0), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	id, _, _ := store.Grant(ctx, 30*time.Second)
-	b := lease.Holder{Host: "host-b", Lease: id}
-	store.Register(ctx, lease.HostRecord{Host: "host-b", Lease: id})
+	b := testSession(t, store, "host-b")
 	intent := `{"want":"running","name":"lonely","restarts":0,"since":"2026-11-25T00:00:00Z","xml":"lonely"}`
 	if _, err := clus.Client(0).Put(ctx, store.Keys().Intent("lonely"), intent); err != nil {
 		t.Fatal(err)
@@ -273,16 +260,7 @@ func TestHARevivesCrashedGuest(t *testing.T) {
 	store := lease.NewStore(clus.Client(0), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess := func(host string) lease.Holder {
-		id, _, err := store.Grant(ctx, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
-			t.Fatal(err)
-		}
-		return lease.Holder{Host: host, Lease: id}
-	}
+	sess := func(host string) lease.Holder { return testSession(t, store, host) }
 	a, b := sess("host-a"), sess("host-b")
 	stoppedAt := time.Now().UTC().Truncate(time.Second)
 	dir := t.TempDir()

@@ -42,16 +42,7 @@ func TestReconcile(t *testing.T) {
 	defer clus.Terminate(t)
 	store := lease.NewStore(clus.Client(0), "")
 	ctx := context.Background()
-	sess := func(host string) lease.Holder {
-		id, _, err := store.Grant(ctx, 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.Register(ctx, lease.HostRecord{Host: host, Lease: id}); err != nil {
-			t.Fatal(err)
-		}
-		return lease.Holder{Host: host, Lease: id}
-	}
+	sess := func(host string) lease.Holder { return testSession(t, store, host) }
 	a, b := sess("host-a"), sess("host-b")
 	claim := func(h lease.Holder, uuid, name string, disks ...string) {
 		if _, err := store.Claim(ctx, h, lease.Claim{UUID: uuid, Name: name, Disks: disks}); err != nil {
@@ -129,11 +120,7 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 	defer clus.Terminate(t)
 	store := lease.NewStore(clus.Client(0), "")
 	ctx := context.Background()
-	sess := func(host string) lease.Holder {
-		id, _, _ := store.Grant(ctx, 30*time.Second)
-		store.Register(ctx, lease.HostRecord{Host: host, Lease: id})
-		return lease.Holder{Host: host, Lease: id}
-	}
+	sess := func(host string) lease.Holder { return testSession(t, store, host) }
 	a, b := sess("host-a"), sess("host-b")
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "migrated"), 0o755)
@@ -202,11 +189,7 @@ func TestReconcileDropsStaleIncoming(t *testing.T) {
 	defer clus.Terminate(t)
 	store := lease.NewStore(clus.Client(0), "")
 	ctx := context.Background()
-	sess := func(host string) lease.Holder {
-		id, _, _ := store.Grant(ctx, 30*time.Second)
-		store.Register(ctx, lease.HostRecord{Host: host, Lease: id})
-		return lease.Holder{Host: host, Lease: id}
-	}
+	sess := func(host string) lease.Holder { return testSession(t, store, host) }
 	a, b := sess("host-a"), sess("host-c")
 	for _, u := range []string{"u-stale", "u-in-progress"} {
 		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true, Disks: []string{"nbd/" + u}}); err != nil {
