@@ -18,28 +18,10 @@ import (
 // round robin is shared with the other calls, put every renewal on the hung
 // member in one phase.
 func TestRenewerRotatesEndpoints(t *testing.T) {
-	integration.BeforeTestExternal(t)
-	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 3, UseBridge: true})
-	defer clus.Terminate(t)
-	var eps []string
-	for _, m := range clus.Members {
-		eps = append(eps, m.GRPCURL)
-	}
-	cli, err := Dial(EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	shared := NewStore(cli, "")
-	r, errs := NewRenewer(EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second}, shared)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	defer r.Close()
-	h := session(t, shared, "host-a")
+	clus, shared, r, h := renewerCluster(t, true)
 	ctx := testCtx(t)
 	// Every connection up before the hang.
-	for range 2 * len(eps) {
+	for range 2 * len(clus.Members) {
 		if _, err := r.Renew(ctx, h.Lease); err != nil {
 			t.Fatal(err)
 		}
@@ -90,28 +72,9 @@ func TestRenewerRotatesEndpoints(t *testing.T) {
 // rotation sent it every third one, each waiting out its deadline (an
 // intermittent false fence across 20 leader kills under -race).
 func TestRenewerPassesOverDeadMember(t *testing.T) {
-	integration.BeforeTestExternal(t)
-	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 3})
-	defer clus.Terminate(t)
-	var eps []string
-	for _, m := range clus.Members {
-		eps = append(eps, m.GRPCURL)
-	}
-	ec := EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second}
-	cli, err := Dial(ec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	shared := NewStore(cli, "")
-	r, errs := NewRenewer(ec, shared)
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	defer r.Close()
-	h := session(t, shared, "host-a")
+	clus, _, r, h := renewerCluster(t, false)
 	ctx := testCtx(t)
-	for range 2 * len(eps) {
+	for range 2 * len(clus.Members) {
 		if _, err := r.Renew(ctx, h.Lease); err != nil {
 			t.Fatal(err)
 		}
@@ -134,4 +97,31 @@ func TestRenewerPassesOverDeadMember(t *testing.T) {
 	if strings.Count(p, "failed") > 1 {
 		t.Fatalf("renewals: %s; a dead member must be passed over after at most one failure", p)
 	}
+}
+
+// renewerCluster starts a real 3-member etcd (with bridges to cut, or not)
+// and returns it with a store on a client of every endpoint, a Renewer
+// over the same endpoints and a session of host-a; all end with the test.
+func renewerCluster(t *testing.T, bridge bool) (*integration.Cluster, *Store, *Renewer, Holder) {
+	t.Helper()
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 3, UseBridge: bridge})
+	t.Cleanup(func() { clus.Terminate(t) })
+	var eps []string
+	for _, m := range clus.Members {
+		eps = append(eps, m.GRPCURL)
+	}
+	ec := EtcdConfig{Endpoints: eps, DialTimeout: 2 * time.Second}
+	cli, err := Dial(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := NewStore(cli, "")
+	r, errs := NewRenewer(ec, shared)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	// Cleanups run last-in first-out: connections close before the cluster.
+	t.Cleanup(func() { r.Close(); cli.Close() })
+	return clus, shared, r, session(t, shared, "host-a")
 }
