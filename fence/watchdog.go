@@ -269,21 +269,31 @@ func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 	if holdBack && now >= w.nextRenew {
 		w.nextRenew = now + w.o.Config.RenewInterval // the next kill round, then look again
 	}
-	if now < w.nextRenew || w.granting {
+	if now < w.nextRenew || !w.canLaunch() {
 		return
 	}
-	switch fresh := w.lease == 0 || w.fencing; {
-	case fresh && w.renewing == 0:
-		// A new session only once no renewal of the old one can still
-		// land: a grant is one request at a time.
+	if w.lease == 0 || w.fencing {
 		w.granting = true
-	case !fresh && w.renewing < maxRenewals:
+	} else {
 		w.renewing++
-	default:
-		return
 	}
 	w.nextRenew = now + w.o.Config.RenewInterval
 	w.launch(renewal{id: w.lease, fresh: w.granting, sent: now})
+}
+
+// canLaunch reports whether a request may go out now that one is due: a
+// renewal while fewer than maxRenewals are in flight; a new session (none
+// yet, or after a fence) only once no renewal of the old one can still
+// land, and one grant at a time.
+func (w *Watchdog) canLaunch() bool {
+	switch {
+	case w.granting:
+		return false
+	case w.lease == 0 || w.fencing:
+		return w.renewing == 0
+	default:
+		return w.renewing < maxRenewals
+	}
 }
 
 // wake is how long the loop may sleep after tick at now: until the next
@@ -292,7 +302,7 @@ func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 // noticed).
 func (w *Watchdog) wake(now time.Duration) time.Duration {
 	wait := w.nextRenew - now
-	if w.granting || (w.lease != 0 && !w.fencing && w.renewing >= maxRenewals) || (w.fencing && w.renewing > 0) {
+	if !w.canLaunch() {
 		// A reply wakes the loop; meanwhile only the fence point (or
 		// another round of killing while fencing) is due.
 		wait = w.o.Config.RenewInterval
