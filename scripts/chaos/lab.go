@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/virtlease/virtlease/scripts/labconf"
 )
 
 // lab is a running scripts/lab.sh lab, seen from outside: its files, its
@@ -72,50 +73,9 @@ func openLab(root string, port int, labsh string) (*lab, error) {
 // hook.timeout from host-a's config (lab.sh writes every host's alike).
 func (l *lab) readTimings() error {
 	l.ttl, l.renew, l.margin, l.hookTimeout = 10*time.Second, time.Second, 3*time.Second, 5*time.Second
-	p := filepath.Join(l.hostDir(l.hosts[0]), "etc-virtlease", "config.yaml")
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	section := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		if !strings.HasPrefix(line, " ") {
-			section = strings.TrimSuffix(strings.TrimSpace(line), ":")
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		var dst *time.Duration
-		switch section + "." + k {
-		case "session.ttl":
-			dst = &l.ttl
-		case "session.renew_interval":
-			dst = &l.renew
-		case "fence.margin":
-			dst = &l.margin
-		case "hook.timeout":
-			dst = &l.hookTimeout
-		default:
-			continue
-		}
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("%s: %s.%s: %v", p, section, k, err)
-		}
-		*dst = d
-	}
-	return sc.Err()
+	return labconf.Durations(filepath.Join(l.hostDir(l.hosts[0]), "etc-virtlease", "config.yaml"), map[string]*time.Duration{
+		"session.ttl": &l.ttl, "session.renew_interval": &l.renew, "fence.margin": &l.margin, "hook.timeout": &l.hookTimeout,
+	})
 }
 
 func (l *lab) hostDir(h string) string { return filepath.Join(l.root, "hosts", h) }

@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +35,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/virtlease/virtlease/scripts/labconf"
 )
 
 func main() {
@@ -79,42 +80,8 @@ func main() {
 // config (written by lab.sh: "  ttl: 6s" under "session:") and returns
 // ttl − 2 × renew − 1 s, as fence.Config.DeviceTimeout does.
 func deviceTimeout(path string) (time.Duration, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
 	ttl, renew := 10*time.Second, time.Second
-	section := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		if !strings.HasPrefix(line, " ") {
-			section = strings.TrimSuffix(strings.TrimSpace(line), ":")
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || section != "session" {
-			continue
-		}
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return 0, fmt.Errorf("%s: session.%s: %v", path, k, err)
-		}
-		switch k {
-		case "ttl":
-			ttl = d
-		case "renew_interval":
-			renew = d
-		}
-	}
-	if err := sc.Err(); err != nil {
+	if err := labconf.Durations(path, map[string]*time.Duration{"session.ttl": &ttl, "session.renew_interval": &renew}); err != nil {
 		return 0, err
 	}
 	return ttl - 2*renew - time.Second, nil
