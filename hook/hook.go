@@ -230,7 +230,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	// acknowledged later may belong to a session that is being fenced.
 	fenceIn := time.Duration(s.Deadline) - h.Config.Margin - h.BootNow()
 	cctx, cancel := context.WithTimeout(ctx, fenceIn)
-	_, err = claims.Claim(cctx, s.Holder(), c)
+	res, err := claims.Claim(cctx, s.Holder(), c)
 	cancel()
 	if err != nil {
 		// Record that nothing is ours, so that the stopped/release calls
@@ -252,6 +252,11 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
 	}
 	os.Remove(refused)
+	if c.Intent != nil {
+		// Should this start fail before the guest runs, its release puts
+		// back the intent the claim replaced (lease.StopFailedStart).
+		h.stops().WritePrior(dom.UUID, res.Prior)
+	}
 	// A kill marker from an earlier run must not make this run's clean
 	// stop look like the watchdog's doing.
 	os.Remove(h.marker("killed", dom.UUID))
@@ -282,6 +287,7 @@ func (h *Hook) started(stdin io.Reader) error {
 	}
 	writeMarker(h.marker("started", dom.UUID), "")
 	os.Remove(h.marker("stopped", dom.UUID))
+	os.Remove(h.marker("prior", dom.UUID))
 	return nil
 }
 
@@ -320,9 +326,15 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 		return nil
 	}
 	var intent *lease.Intent
-	if dom.Mode == ModeHA && h.cleanStop(s, dom.UUID) {
-		intent = &lease.Intent{Want: lease.WantStopped, Name: dom.Name, Candidates: dom.Hosts,
-			Reason: lease.StoppedBy(h.Config.Host), Since: time.Now().UTC().Truncate(time.Second)}
+	clean := false
+	if dom.Mode == ModeHA {
+		switch h.stops().JudgeStop(dom.UUID) {
+		case lease.StopClean:
+			in := lease.StoppedIntent(lease.Intent{Name: dom.Name, Candidates: dom.Hosts}, h.Config.Host, time.Now())
+			intent, clean = &in, true
+		case lease.StopFailedStart:
+			intent, _ = h.stops().PriorIntent(dom.UUID, dom.Name, h.Config.Host, time.Now())
+		}
 	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
@@ -336,6 +348,7 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	// destination, whose release end drops the migrated marker.
 	done := func() {
 		os.Remove(started)
+		os.Remove(h.marker("prior", dom.UUID))
 		if call.Op == "stopped" && !wasMigrated {
 			writeMarker(released, "")
 		}
@@ -358,7 +371,7 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	}
 	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
 		done()
-		if intent != nil {
+		if clean {
 			// The hook cannot tell a destroy from a QEMU that died on its
 			// own; libvirt's shutoff reason can, once this call is over.
 			// The watchdog looks and, for a crash, sets this very intent
@@ -398,31 +411,6 @@ func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
 	}
 	writeMarker(h.marker("incoming", dom.UUID), from)
 	return nil
-}
-
-// cleanStop tells a stop the operator or the guest asked for from one the
-// watchdog caused: only the former may set an HA domain's intent to
-// stopped. A stop is clean when the guest really ran (started marker), the
-// session is live (not fencing, not stopped, not past its deadline: a
-// libvirtd that comes back after a crash of the whole host reports its
-// dead guests as stopped), and the watchdog left no kill marker.
-func (h *Hook) cleanStop(s lease.Session, uuid string) bool {
-	boot, err := h.BootID()
-	if err != nil || s.Live(h.BootNow(), boot, h.Config.Margin) != nil {
-		return false
-	}
-	if _, err := os.Stat(h.marker("started", uuid)); err != nil {
-		return false
-	}
-	if _, err := os.Stat(h.marker("killed", uuid)); err == nil {
-		return false
-	}
-	// The host is shutting down with ha.on_shutdown: failover: the stops
-	// libvirt-guests makes now are not the operator's will for the guest.
-	if b, err := os.ReadFile(filepath.Join(h.Config.StateDir, "shutdown")); err == nil && strings.TrimSpace(string(b)) == "failover" {
-		return false
-	}
-	return true
 }
 
 func (h *Hook) reconnect(ctx context.Context, stdin io.Reader) error {
@@ -493,7 +481,17 @@ func (h *Hook) dropIncoming(ctx context.Context, uuid string) {
 }
 
 func (h *Hook) marker(kind, uuid string) string {
-	return filepath.Join(h.Config.StateDir, kind, uuid)
+	return h.stops().Marker(kind, uuid)
+}
+
+// stops judges this host's stops (lease.StopState.JudgeStop) from the same
+// session file and markers as the watchdog's reconcile.
+func (h *Hook) stops() lease.StopState {
+	boot, err := h.BootID()
+	if err != nil {
+		boot = "" // no session file matches: every stop counts as lost
+	}
+	return lease.StopState{Dir: h.Config.StateDir, Host: h.Config.Host, BootID: boot}
 }
 
 // writeMarker leaves a small file; failing to is not worth failing the call

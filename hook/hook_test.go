@@ -20,6 +20,7 @@ type fakeClaims struct {
 	releaseErr error
 	holding    *lease.Record
 	claims     []lease.Claim
+	prior      *lease.Intent // the intent a claim finds
 	releases   []*lease.Intent
 	onClaim    func() // runs while the claim is "in flight"
 	// migration
@@ -34,7 +35,7 @@ func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (le
 	if f.onClaim != nil {
 		f.onClaim()
 	}
-	return lease.ClaimResult{}, f.claimErr
+	return lease.ClaimResult{Prior: f.prior}, f.claimErr
 }
 
 func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []string, in *lease.Intent) (int, error) {
@@ -234,8 +235,12 @@ func TestHAIntentOnStop(t *testing.T) {
 		{"clean stop", true, false, lease.SessionOK, lease.WantStopped},
 		{"killed by the watchdog", true, true, lease.SessionOK, ""},
 		{"stopped while fencing", true, false, lease.SessionFencing, ""},
-		{"never started (failed start)", false, false, lease.SessionOK, ""},
-		{"watchdog stopped", true, false, lease.SessionStopped, ""},
+		{"never started, no prepare seen here", false, false, lease.SessionOK, ""},
+		// The watchdog is away (restarting, or in a rollout): the stop is
+		// still the operator's. The intent lands only with the release of
+		// our own domain key, so never once the session has expired.
+		{"watchdog stopped", true, false, lease.SessionStopped, lease.WantStopped},
+		{"watchdog stopped, record not written", true, false, lease.SessionOrphaned, lease.WantStopped},
 	}
 	t.Run("kill marker of an earlier run is cleared by the next start", func(t *testing.T) {
 		e := newEnv(t)
@@ -263,15 +268,75 @@ func TestHAIntentOnStop(t *testing.T) {
 			t.Fatalf("a stop during a failover shutdown set the intent: %+v", e.claims.releases)
 		}
 	})
-	t.Run("session past its deadline (libvirtd back after a host crash)", func(t *testing.T) {
+	t.Run("session past its fence point: still the operator's stop", func(t *testing.T) {
 		e := newEnv(t)
 		e.now = 200 * time.Second
 		h := e.hook(t)
 		xml := fixture(t, "mode-ha-hosts.xml")
 		h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
 		h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml))
+		if len(e.claims.releases) != 1 || e.claims.releases[0] == nil || e.claims.releases[0].Want != lease.WantStopped {
+			t.Fatalf("a stop near the fence point did not set the intent stopped: %+v", e.claims.releases)
+		}
+	})
+	t.Run("session file of an earlier boot (libvirtd back after a host crash)", func(t *testing.T) {
+		e := newEnv(t)
+		e.sessFile.Boot = "boot-0"
+		h := e.hook(t)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		h.Run(context.Background(), []string{"vm", "started", "begin", "-"}, bytes.NewReader(xml))
+		h.Run(context.Background(), []string{"vm", "stopped", "end", "-"}, bytes.NewReader(xml))
 		if len(e.claims.releases) != 1 || e.claims.releases[0] != nil {
-			t.Fatalf("a stop seen with an expired session set the intent: %+v", e.claims.releases)
+			t.Fatalf("a stop seen with a session of an earlier boot set the intent: %+v", e.claims.releases)
+		}
+	})
+	// A start whose QEMU exits before started begin: its claim wrote want
+	// running; the release puts back what was there, so a failed start
+	// is not HA-restarted elsewhere, while a failed HA restart (the
+	// intent was running) leaves it to the next candidate.
+	for _, tc := range []struct {
+		name  string
+		prior *lease.Intent
+		want  lease.Want
+	}{
+		{"failed first start", nil, lease.WantStopped},
+		{"failed start of a stopped guest", &lease.Intent{Want: lease.WantStopped, Name: "vm", Reason: "stopped on host-b"}, lease.WantStopped},
+		{"failed HA restart", &lease.Intent{Want: lease.WantRunning, Name: "vm", Restarts: 2}, lease.WantRunning},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.claims.prior = tc.prior
+			h := e.hook(t)
+			xml := fixture(t, "mode-ha-hosts.xml")
+			dom, _ := ParseDomain(xml)
+			for _, op := range [][]string{{"prepare", "begin"}, {"stopped", "end"}, {"release", "end"}} {
+				if err := h.Run(context.Background(), []string{"vm", op[0], op[1], "-"}, bytes.NewReader(xml)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(e.claims.releases) == 0 || e.claims.releases[0] == nil || e.claims.releases[0].Want != tc.want {
+				t.Fatalf("release after a failed start wrote %+v, want %q", e.claims.releases, tc.want)
+			}
+			if tc.prior != nil && e.claims.releases[0].Restarts != tc.prior.Restarts {
+				t.Errorf("prior intent not restored as it was: %+v", e.claims.releases[0])
+			}
+			if _, err := os.Stat(h.marker("stopped", dom.UUID)); err == nil {
+				t.Error("a failed start left a clean-stop marker")
+			}
+			if _, err := os.Stat(h.marker("prior", dom.UUID)); err == nil {
+				t.Error("prior marker left after the release")
+			}
+		})
+	}
+	t.Run("a start that ran clears the prior intent", func(t *testing.T) {
+		e := newEnv(t)
+		h := e.hook(t)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		for _, op := range [][]string{{"prepare", "begin"}, {"started", "begin"}, {"stopped", "end"}} {
+			h.Run(context.Background(), []string{"vm", op[0], op[1], "-"}, bytes.NewReader(xml))
+		}
+		if in := e.claims.releases[0]; in == nil || in.Want != lease.WantStopped || in.Reason != lease.StoppedBy("host-a") {
+			t.Fatalf("clean stop after a good start: %+v", in)
 		}
 	})
 	for _, tc := range tests {

@@ -64,6 +64,10 @@ type ClaimResult struct {
 	// become ours at its hand-off (0 when every key is ours).
 	Pending  int
 	Revision int64
+	// Prior is the HA intent this claim found (nil: none), which a claim
+	// with an Intent replaced: a start that fails before its guest runs
+	// puts it back (StopFailedStart).
+	Prior *Intent
 }
 
 // Claim takes the domain key and every disk key of c for h, all or nothing.
@@ -125,7 +129,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(in)))
 		}
 		if len(puts) == 0 {
-			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision}, nil
+			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision, Prior: state.intent}, nil
 		}
 		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
 		if transient(err) && ctx.Err() == nil {
@@ -144,7 +148,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			if c.Intent != nil {
 				n--
 			}
-			return ClaimResult{Written: n, Pending: len(state.keep), Revision: resp.Header.Revision}, nil
+			return ClaimResult{Written: n, Pending: len(state.keep), Revision: resp.Header.Revision, Prior: state.intent}, nil
 		}
 		// Else ran the reads: decide again from what is there now.
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
