@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 type Domains interface {
 	Running(ctx context.Context, withXML bool) ([]Guest, error)
 	State(ctx context.Context, uuid string) (active, hasJob bool, err error)
+	// Crashed: the domain is shut off because its QEMU died unasked.
+	Crashed(ctx context.Context, uuid string) (bool, error)
 	Events(ctx context.Context) (<-chan LifecycleEvent, error)
 }
 
@@ -42,7 +45,11 @@ type ReconcileOptions struct {
 //     claimed the same way, and a refused disk claim means two writers:
 //     the guest is killed;
 //   - a key of ours whose domain libvirt reports inactive with no job for
-//     longer than Grace is deleted (a stop whose hook could not reach etcd).
+//     longer than Grace is deleted (a stop whose hook could not reach etcd),
+//     at once when libvirt says its QEMU crashed; never while a QEMU with
+//     its UUID runs here. The stop is judged as the hook judges it
+//     (lease.StopState.JudgeStop), so a deliberate stop still sets an HA
+//     intent to stopped.
 func (w *Watchdog) reconcile(ctx context.Context, o ReconcileOptions) {
 	if o.Interval <= 0 {
 		o.Interval = 5 * time.Second
@@ -177,17 +184,25 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			delete(inactiveSince, d.UUID)
 			continue
 		}
-		first, ok := inactiveSince[d.UUID]
-		if !ok {
-			inactiveSince[d.UUID] = now
-			continue
+		// A QEMU that libvirt saw die unasked: no need to wait out the
+		// grace period (meant for slow starts and restores), so that HA
+		// restarts the guest at once. A libvirtd killed together with its
+		// QEMUs runs no release hook for them when it comes back.
+		crashed, err := o.Domains.Crashed(ctx, d.UUID)
+		if err != nil {
+			continue // libvirt will answer next round
 		}
-		if now.Sub(first) < o.Grace {
-			continue
+		if !crashed {
+			first, ok := inactiveSince[d.UUID]
+			if !ok {
+				inactiveSince[d.UUID] = now
+				continue
+			}
+			if now.Sub(first) < o.Grace {
+				continue
+			}
 		}
-		if n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, nil); err == nil && n > 0 {
-			w.o.Log.Info("reconcile: released the keys of a domain that is not running here", "domain", d.Name, "uuid", d.UUID, "keys", n)
-			w.o.Metrics.Reconciled("release")
+		if w.releaseStopped(ctx, h, d, crashed) {
 			delete(inactiveSince, d.UUID)
 		}
 	}
@@ -218,6 +233,66 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			delete(inactiveSince, key)
 		}
 	}
+}
+
+// releaseStopped deletes the keys h holds for d, a domain libvirt shows
+// shut off here, and records the stop in its HA intent as the hook would
+// have (lease.StopState.JudgeStop): a deliberate stop sets it to stopped,
+// a start that failed before the guest ran puts back the intent its claim
+// replaced, anything else (crashed, killed by the watchdog) leaves it
+// running for HA. It reports whether the keys are settled.
+//
+// Outcomes:
+//   - true: released (or nothing of ours was left); the run's markers go;
+//   - false: a QEMU with d's UUID still runs here (libvirt lost track of
+//     it: its keys must stay), or etcd or /proc did not answer: next round.
+func (w *Watchdog) releaseStopped(ctx context.Context, h lease.Holder, d lease.DomainStatus, crashed bool) bool {
+	gs, err := w.o.Guests.Running(ctx)
+	if err != nil || slices.ContainsFunc(gs, func(g Guest) bool { return g.UUID == d.UUID }) {
+		return false
+	}
+	st := w.stops()
+	kind := lease.StopLost
+	if !crashed {
+		kind = st.JudgeStop(d.UUID)
+	}
+	var intent *lease.Intent
+	if kind != lease.StopLost {
+		cur, err := w.o.Sessions.Intent(ctx, d.UUID)
+		if err != nil {
+			return false
+		}
+		switch {
+		case cur == nil:
+			// Not an HA domain: no intent to record.
+		case kind == lease.StopClean:
+			in := lease.StoppedIntent(*cur, w.o.Host, time.Now())
+			intent = &in
+		case kind == lease.StopFailedStart:
+			intent, _ = st.PriorIntent(d.UUID, cur.Name, w.o.Host, time.Now())
+		}
+	}
+	n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, intent)
+	if err != nil {
+		return false
+	}
+	os.Remove(st.Marker("started", d.UUID))
+	os.Remove(st.Marker("prior", d.UUID))
+	if n > 0 {
+		args := []any{"domain", d.Name, "uuid", d.UUID, "keys", n, "crashed", crashed}
+		if intent != nil {
+			args = append(args, "intent", string(intent.Want))
+		}
+		w.o.Log.Info("reconcile: released the keys of a domain that is not running here", args...)
+		w.o.Metrics.Reconciled("release")
+	}
+	return true
+}
+
+// stops judges this host's stops from the session file and the markers the
+// hook and the watchdog leave, as the hook does.
+func (w *Watchdog) stops() lease.StopState {
+	return lease.StopState{Dir: w.o.StateDir, Host: w.o.Host, BootID: w.o.BootID}
 }
 
 // stillActive reports whether h is still the ok session: a reconcile pass

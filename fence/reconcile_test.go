@@ -17,18 +17,27 @@ import (
 
 // fakeDomains is libvirt with a fixed list of running guests; every other
 // domain is inactive with no job.
-type fakeDomains struct{ running []Guest }
+type fakeDomains struct {
+	running []Guest
+	crashed map[string]bool // shut off because the QEMU died
+}
 
 func (f *fakeDomains) Running(context.Context, bool) ([]Guest, error) { return f.running, nil }
 func (f *fakeDomains) State(_ context.Context, uuid string) (bool, bool, error) {
 	return slices.ContainsFunc(f.running, func(g Guest) bool { return g.UUID == uuid }), false, nil
 }
+func (f *fakeDomains) Crashed(_ context.Context, uuid string) (bool, error) {
+	return f.crashed[uuid], nil
+}
 func (f *fakeDomains) Events(context.Context) (<-chan LifecycleEvent, error) { return nil, nil }
 
 // recordingGuests records kills.
-type recordingGuests struct{ killed []string }
+type recordingGuests struct {
+	killed []string
+	alive  []Guest // QEMUs found in /proc
+}
 
-func (r *recordingGuests) Running(context.Context) ([]Guest, error) { return nil, nil }
+func (r *recordingGuests) Running(context.Context) ([]Guest, error) { return r.alive, nil }
 func (r *recordingGuests) Kill(_ context.Context, gs []Guest) []Guest {
 	for _, g := range gs {
 		r.killed = append(r.killed, g.Name)
@@ -229,5 +238,94 @@ func TestReconcileDropsStaleIncoming(t *testing.T) {
 	// The source's keys are untouched: it still runs the guest.
 	if rec, _ := store.Holding(ctx, "u-stale"); rec == nil || rec.Host != "host-a" {
 		t.Errorf("u-stale's domain key: %+v, want host-a's", rec)
+	}
+}
+
+// The reconcile releases the keys of HA guests that stopped here while the
+// hook could not reach etcd, and records each stop as the hook would have:
+// a deliberate one sets the intent stopped (it was left running, and HA
+// restarted a guest the operator had shut down), a start that failed
+// before the guest ran gets its earlier intent back, a kill by the
+// watchdog or a crash leaves it running. A crash is released at once, not
+// after the grace period; keys of a guest whose QEMU still runs stay.
+func TestReconcileRecordsStops(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	a := testSession(t, store, "host-a")
+	dir := t.TempDir()
+	st := lease.StopState{Dir: dir, Host: "host-a", BootID: "boot-1"}
+	if err := lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: a.Lease, Boot: "boot-1",
+		Deadline: int64(lease.BootNow() + time.Hour), State: lease.SessionOK}); err != nil {
+		t.Fatal(err)
+	}
+	mark := func(kind, uuid string) {
+		os.MkdirAll(filepath.Join(dir, kind), 0o755)
+		os.WriteFile(st.Marker(kind, uuid), nil, 0o644)
+	}
+	for _, u := range []string{"u-clean", "u-killed", "u-failed-start", "u-crashed", "u-lost-by-libvirt", "u-plain"} {
+		c := lease.Claim{UUID: u, Name: u, Start: true, Disks: []string{"nbd/" + u}}
+		if u != "u-plain" {
+			c.Intent = &lease.Intent{Want: lease.WantRunning, Name: u, XML: "<domain/>"}
+		}
+		if _, err := store.Claim(ctx, a, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark("started", "u-clean")
+	mark("started", "u-plain")
+	mark("started", "u-killed")
+	mark("killed", "u-killed")
+	st.WritePrior("u-failed-start", &lease.Intent{Want: lease.WantStopped, Name: "u-failed-start", Reason: "stopped on host-b"})
+	mark("started", "u-crashed")
+	mark("started", "u-lost-by-libvirt")
+	doms := &fakeDomains{crashed: map[string]bool{"u-crashed": true}}
+	kills := &recordingGuests{alive: []Guest{{UUID: "u-lost-by-libvirt", Name: "lost", PID: 7}}}
+	w := New(Options{Config: testConfig, Host: "host-a", BootID: "boot-1", StateDir: dir, Sessions: store, Guests: kills,
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&a)
+	parse := func(xml string) (lease.Claim, bool, error) { return lease.Claim{UUID: xml, Name: xml}, true, nil }
+	held := func(u string) bool {
+		rec, err := store.Holding(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec != nil
+	}
+	since := map[string]time.Time{}
+	w.reconcileOnce(ctx, ReconcileOptions{Domains: doms, Grace: time.Hour, Parse: parse}, a, since)
+	if held("u-crashed") {
+		t.Error("the keys of a crashed guest wait for the grace period")
+	}
+	if !held("u-clean") {
+		t.Fatal("released before the grace period")
+	}
+	w.reconcileOnce(ctx, ReconcileOptions{Domains: doms, Grace: time.Nanosecond, Parse: parse}, a, since)
+	if !held("u-lost-by-libvirt") {
+		t.Error("released the keys of a guest whose QEMU still runs here")
+	}
+	snap, err := store.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range map[string]lease.Want{"u-clean": lease.WantStopped, "u-killed": lease.WantRunning,
+		"u-failed-start": lease.WantStopped, "u-crashed": lease.WantRunning} {
+		if held(u) {
+			t.Errorf("%s: keys not released", u)
+		}
+		if got := snap.Intents[u]; got.Want != want {
+			t.Errorf("%s: intent %+v, want %q", u, got, want)
+		}
+	}
+	if in := snap.Intents["u-clean"]; in.Reason != lease.StoppedBy("host-a") || in.XML == "" {
+		t.Errorf("clean stop's intent %+v: want the stored intent, stopped by host-a", in)
+	}
+	if _, ok := snap.Intents["u-plain"]; ok {
+		t.Error("an intent was written for a non-HA domain")
+	}
+	if _, err := os.Stat(st.Marker("started", "u-clean")); err == nil {
+		t.Error("started marker left after the release")
 	}
 }

@@ -186,6 +186,8 @@ func (s *sim) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, err
 	ds, err := s.Held(ctx, h)
 	return lease.Holdings{Domains: ds}, err
 }
+
+func (s *sim) Intent(context.Context, string) (*lease.Intent, error) { return nil, nil }
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {

@@ -31,6 +31,8 @@ type Sessions interface {
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 	Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error)
+	// Intent reads uuid's HA intent; nil when it has none.
+	Intent(ctx context.Context, uuid string) (*lease.Intent, error)
 	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)
 	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
 	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)

@@ -201,6 +201,24 @@ func (s *Store) ResetIntent(ctx context.Context, uuid string) error {
 	return nil
 }
 
+// Intent reads uuid's HA intent; nil when it has none (not an HA domain,
+// or never started as one).
+func (s *Store) Intent(ctx context.Context, uuid string) (*Intent, error) {
+	key := s.keys.Intent(uuid)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, s.wrap(err, "reading "+key)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	in, err := decode[Intent](key, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
 // StoppedBy is the Reason the hook writes with a clean stop's intent.
 func StoppedBy(host string) string { return "stopped on " + host }
 
