@@ -532,3 +532,71 @@ func TestE2EHAShutdownFailover(t *testing.T) {
 	}
 	w.check(t)
 }
+
+// crash-all: libvirtd and the HA guest's QEMU SIGKILLed on host-a, the
+// watchdog and its session alive; libvirtd comes back (as systemd restarts
+// it). libvirt then reports the guest shut off, reason crashed: its keys go
+// at once (no 30 s grace), the intent stays running, and the guest runs
+// again, once. The time is logged for docs/reliability.md.
+func TestE2EHACrashAll(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.start(t, "host-a", "ha1")
+	w := l.watchOverlap(haUUID)
+	pids := l.QEMUPids(haUUID)["host-a"]
+	b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "run", "libvirtd.pid"))
+	var lvPID int
+	fmt.Sscan(string(b), &lvPID)
+	if err != nil || lvPID == 0 || len(pids) != 1 {
+		t.Fatalf("host-a's libvirtd pid %d (%v), ha1's QEMU %v", lvPID, err, pids)
+	}
+	crashed := time.Now()
+	syscall.Kill(lvPID, syscall.SIGKILL)
+	syscall.Kill(pids[0], syscall.SIGKILL)
+	l.RestartLibvirtd("host-a")
+	var where []string
+	haWaitFor(t, "ha1 running again after crash-all", 25*time.Second, func() bool {
+		where = l.runningOn(haUUID)
+		return len(where) == 1 && (where[0] != "host-a" || l.QEMUPids(haUUID)["host-a"][0] != pids[0])
+	})
+	t.Logf("libvirtd and QEMU killed → ha1 running on %v after %v", where, time.Since(crashed).Round(time.Millisecond))
+	t.Logf("host-a's shutoff reason as libvirt reports it now: %s", strings.TrimSpace(l.MustVirsh("host-b", "domstate", "--reason", "ha1")))
+	if in := l.intent(t, haUUID); in["want"] != "running" {
+		t.Errorf("intent after the crash restart: %v", in)
+	}
+	time.Sleep(3 * time.Second) // any second restart would happen by now
+	if hs := l.runningOn(haUUID); !slices.Equal(hs, where) {
+		t.Fatalf("ha1 runs on %v, was %v", hs, where)
+	}
+	w.check(t)
+}
+
+// A guest the operator stops while its host's watchdog is away (stopped
+// for a restart: the session file says stopped, the session lives on) was
+// a clean stop all the same: the intent becomes stopped and no host starts
+// it once the watchdog is back.
+func TestE2EHAStopWhileWatchdogAway(t *testing.T) {
+	l := startLab(t, 2)
+	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+	l.start(t, "host-a", "ha1")
+	w := l.watchOverlap(haUUID)
+	l.LabSh("stop-watchdog", "host-a")
+	if s := l.Session("host-a"); s.State != "stopped" {
+		t.Fatalf("session after the watchdog stopped: %+v", s)
+	}
+	if _, stderr, err := l.Virsh("host-a", "destroy", "ha1"); err != nil {
+		t.Fatalf("destroy: %v %s", err, stderr)
+	}
+	if in := l.intent(t, haUUID); in["want"] != "stopped" {
+		t.Errorf("intent after a stop while the watchdog was away: %v, want stopped", in)
+	}
+	l.LabSh("start-watchdog", "host-a")
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if hs := l.runningOn(haUUID); len(hs) != 0 {
+			t.Fatalf("the guest stopped while the watchdog was away was started again on %v", hs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	w.check(t)
+}
