@@ -49,6 +49,45 @@ type HAOptions struct {
 	// DefineMissing defines the domain from the XML recorded with its
 	// intent on a candidate that lacks it (ha.define_missing).
 	DefineMissing bool
+	// Settle is how long a host that has just become live (this one, on a
+	// new session, or another that joined) is left before anyone starts
+	// a guest it is to take: after a whole-cluster outage the hosts come
+	// back one by one, and the first one back, alone in the live set,
+	// would otherwise restart every HA guest. Default 10s.
+	Settle time.Duration
+	// MaxStarts is how many restarts this host begins per Interval, so
+	// that restarts are spread out in time and hosts that come back later
+	// take their share. Default 2.
+	MaxStarts int
+	// StartTimeout bounds one restart (its bookkeeping in etcd and the
+	// start through libvirt). Default 30s.
+	StartTimeout time.Duration
+}
+
+// withDefaults fills in the defaults documented on HAOptions.
+func (o HAOptions) withDefaults() HAOptions {
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.Step <= 0 {
+		o.Step = 3 * time.Second
+	}
+	if o.MaxRestarts <= 0 {
+		o.MaxRestarts = 3
+	}
+	if o.Window <= 0 {
+		o.Window = 10 * time.Minute
+	}
+	if o.Settle <= 0 {
+		o.Settle = 10 * time.Second
+	}
+	if o.MaxStarts <= 0 {
+		o.MaxStarts = 2
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 30 * time.Second
+	}
+	return o
 }
 
 // RestartOrder is the order in which hosts should run uuid after losing its
@@ -90,19 +129,8 @@ func restartOrder(uuid string, candidates, live []string) []string {
 // (deadline − margin), then etcd expired its session and its keys, and only
 // then does an intent show up here as restartable.
 func (w *Watchdog) restarter(ctx context.Context, o HAOptions) {
-	if o.Interval <= 0 {
-		o.Interval = time.Second
-	}
-	if o.Step <= 0 {
-		o.Step = 3 * time.Second
-	}
-	if o.MaxRestarts <= 0 {
-		o.MaxRestarts = 3
-	}
-	if o.Window <= 0 {
-		o.Window = 10 * time.Minute
-	}
-	st := &haState{firstSeen: map[string]time.Time{}, waiting: map[string]bool{}, failedHere: map[string]time.Time{}}
+	o = o.withDefaults()
+	st := newHAState(time.Now)
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
@@ -122,86 +150,169 @@ func (w *Watchdog) restarter(ctx context.Context, o HAOptions) {
 
 // haState is one restarter's memory between rounds.
 type haState struct {
-	firstSeen  map[string]time.Time // when a domain was first seen restartable
-	waiting    map[string]bool      // "no candidate" already logged
-	failedHere map[string]time.Time // a restart here failed: leave it to others until then
+	now func() time.Time
+	// firstSeen: when a domain was first seen restartable at the rank
+	// and intent revision seenAs holds.
+	firstSeen map[string]time.Time
+	seenAs    map[string]seenAs
+	waiting   map[string]bool // "no candidate" already logged
+	// failedHere: a restart here failed: leave it to others until then.
+	failedHere map[string]time.Time
+	// holder is the session the restarter last acted under; joined says
+	// since when each live host (this one: since holder's session began)
+	// has been seen live.
+	holder lease.Holder
+	joined map[string]time.Time
 }
 
+type seenAs struct {
+	rank int
+	rev  int64
+}
+
+func newHAState(now func() time.Time) *haState {
+	return &haState{now: now, firstSeen: map[string]time.Time{}, seenAs: map[string]seenAs{}, waiting: map[string]bool{},
+		failedHere: map[string]time.Time{}, joined: map[string]time.Time{}}
+}
+
+// noteLive records which hosts are live at now. On a new session of ours
+// every host counts as just joined: this host cannot tell how long the
+// others have been back (after a whole-cluster outage, not long).
+func (st *haState) noteLive(h lease.Holder, live []string, now time.Time) {
+	if st.holder != h {
+		st.holder = h
+		clear(st.joined)
+		st.joined[h.Host] = now
+	}
+	for _, x := range live {
+		if _, ok := st.joined[x]; !ok {
+			st.joined[x] = now
+		}
+	}
+	for x := range st.joined {
+		if x != h.Host && !slices.Contains(live, x) {
+			delete(st.joined, x)
+		}
+	}
+}
+
+// dueAt is when this host, at rank in order, may restart r: rank × Step
+// after the domain was first seen restartable at this rank and intent
+// revision, and not before every host up to this one in order has had
+// Settle (plus the rank steps) since it became live, so that a host that
+// has just come back gets its share instead of the hosts that were back
+// first. A restart another host has just begun (the revision changed, its
+// claim has not landed yet) is given at least one Step, so that the
+// restart is not counted twice.
+func (st *haState) dueAt(o HAOptions, h lease.Holder, r lease.Restartable, order []string, rank int, now time.Time) time.Time {
+	if prev, ok := st.seenAs[r.UUID]; !ok || prev != (seenAs{rank, r.Rev}) {
+		st.firstSeen[r.UUID], st.seenAs[r.UUID] = now, seenAs{rank, r.Rev}
+	}
+	wait := time.Duration(rank) * o.Step
+	if strings.HasPrefix(r.Intent.Reason, restartingOn) && r.Intent.Reason != restartingOn+h.Host {
+		wait = max(wait, o.Step)
+	}
+	due := st.firstSeen[r.UUID].Add(wait)
+	for _, x := range order[:rank+1] {
+		if j, ok := st.joined[x]; ok {
+			if settled := j.Add(o.Settle + time.Duration(rank)*o.Step); settled.After(due) {
+				due = settled
+			}
+		}
+	}
+	return due
+}
+
+// restartingOn prefixes the Reason lease.Store.BeginRestart writes.
+const restartingOn = "restarting on "
+
 func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder, st *haState) {
-	firstSeen, waiting := st.firstSeen, st.waiting
-	ctx, cancel := context.WithTimeout(ctx, 2*o.Interval+5*time.Second)
-	defer cancel()
-	v, err := o.Store.HAView(ctx)
+	vctx, cancel := context.WithTimeout(ctx, 2*o.Interval+5*time.Second)
+	v, err := o.Store.HAView(vctx)
+	cancel()
 	if err != nil {
 		return
 	}
-	now := time.Now()
+	now := st.now()
+	st.noteLive(h, v.Live, now)
 	seen := map[string]bool{}
+	begun := 0
 	for _, r := range v.Restartable {
 		seen[r.UUID] = true
-		if _, ok := firstSeen[r.UUID]; !ok {
-			firstSeen[r.UUID] = now
-		}
 		order := restartOrder(r.UUID, r.Intent.Candidates, v.Live)
 		rank := slices.Index(order, h.Host)
 		if len(order) == 0 {
-			if !waiting[r.UUID] {
+			if !st.waiting[r.UUID] {
 				w.o.Log.Warn("HA: no live candidate host to restart the guest on; waiting", "domain", r.Intent.Name, "uuid", r.UUID, "candidates", r.Intent.Candidates)
-				waiting[r.UUID] = true
+				st.waiting[r.UUID] = true
 			}
 			continue
 		}
-		if rank < 0 || now.Sub(firstSeen[r.UUID]) < time.Duration(rank)*o.Step || now.Before(st.failedHere[r.UUID]) {
+		if rank < 0 {
 			continue
 		}
-		ok, failed, err := o.Store.BeginRestart(ctx, h, r, o.MaxRestarts, o.Window)
-		if err != nil || !ok {
-			continue // someone acted, or etcd is slow: look again next round
-		}
-		if failed {
-			w.o.Log.Error("HA: restart limit reached; the intent is now failed (virtlease ha reset DOMAIN retries)", "domain", r.Intent.Name, "uuid", r.UUID)
+		if now.Before(st.dueAt(o, h, r, order, rank, now)) || now.Before(st.failedHere[r.UUID]) || begun >= o.MaxStarts {
 			continue
 		}
-		w.o.Log.Warn("HA: restarting a guest whose host was lost", "domain", r.Intent.Name, "uuid", r.UUID, "rank", rank, "restarts", r.Intent.Restarts+1)
-		start := time.Now()
-		err = o.Starter.Start(ctx, r.UUID)
-		if errors.Is(err, ErrNoDomain) && o.DefineMissing && r.Intent.XML != "" {
-			w.o.Log.Info("HA: defining the domain here from the XML recorded at its last start", "domain", r.Intent.Name, "uuid", r.UUID)
-			if err = o.Starter.Define(ctx, r.Intent.XML); err == nil {
-				err = o.Starter.Start(ctx, r.UUID)
-			}
-		}
-		if err != nil {
-			w.o.Log.Warn("HA: restart failed here; the next candidate will try", "domain", r.Intent.Name, "err", err.Error())
-			o.Store.NoteRestartFailure(ctx, r.UUID, h.Host+": "+err.Error())
+		begun++
+		if !w.restartOne(ctx, o, h, r, rank) {
 			// Give every other candidate its turn before trying again here.
 			st.failedHere[r.UUID] = now.Add(time.Duration(len(order)) * o.Step)
-			w.o.Metrics.HARestarted(false)
-			continue
 		}
-		w.o.Metrics.HARestarted(true)
-		w.o.Log.Info("HA: restarted", "domain", r.Intent.Name, "uuid", r.UUID, "took", time.Since(start).Round(time.Millisecond).String())
-		delete(firstSeen, r.UUID)
 	}
-	for u := range firstSeen {
+	for u := range st.seenAs {
 		if !seen[u] {
-			delete(firstSeen, u)
-			delete(waiting, u)
+			delete(st.firstSeen, u)
+			delete(st.seenAs, u)
+			delete(st.waiting, u)
 			delete(st.failedHere, u)
 		}
 	}
 }
 
-// crashedMarkerLife is how long a clean stop's marker is looked at: libvirt
-// has settled the shutoff reason long before.
-const crashedMarkerLife = 10 * time.Minute
+// restartOne counts a restart of r in its intent and starts it here, with
+// a deadline of its own (a slow start must not leave the next restart of
+// the round without time once that one has been counted). It reports
+// false when the start failed here: the next candidate's turn.
+func (w *Watchdog) restartOne(ctx context.Context, o HAOptions, h lease.Holder, r lease.Restartable, rank int) bool {
+	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
+	defer cancel()
+	ok, failed, err := o.Store.BeginRestart(ctx, h, r, o.MaxRestarts, o.Window)
+	if err != nil || !ok {
+		return true // someone acted, or etcd is slow: look again next round
+	}
+	if failed {
+		w.o.Log.Error("HA: restart limit reached; the intent is now failed (virtlease ha reset DOMAIN retries)", "domain", r.Intent.Name, "uuid", r.UUID)
+		return true
+	}
+	w.o.Log.Warn("HA: restarting a guest whose host was lost", "domain", r.Intent.Name, "uuid", r.UUID, "rank", rank, "restarts", r.Intent.Restarts+1)
+	start := time.Now()
+	err = o.Starter.Start(ctx, r.UUID)
+	if errors.Is(err, ErrNoDomain) && o.DefineMissing && r.Intent.XML != "" {
+		w.o.Log.Info("HA: defining the domain here from the XML recorded at its last start", "domain", r.Intent.Name, "uuid", r.UUID)
+		if err = o.Starter.Define(ctx, r.Intent.XML); err == nil {
+			err = o.Starter.Start(ctx, r.UUID)
+		}
+	}
+	if err != nil {
+		w.o.Log.Warn("HA: restart failed here; the next candidate will try", "domain", r.Intent.Name, "err", err.Error())
+		o.Store.NoteRestartFailure(ctx, r.UUID, h.Host+": "+err.Error())
+		w.o.Metrics.HARestarted(false)
+		return false
+	}
+	w.o.Metrics.HARestarted(true)
+	w.o.Log.Info("HA: restarted", "domain", r.Intent.Name, "uuid", r.UUID, "took", time.Since(start).Round(time.Millisecond).String())
+	return true
+}
 
 // reviveCrashed looks at the HA guests the hook saw stop cleanly here
 // (markers under StateDir/stopped, holding the intent's since): when
 // libvirt says the QEMU crashed instead, the intent goes back to running,
 // and the restarter brings the guest up again like one of a lost host
 // (counted against ha.max_restarts). A destroy or a shutdown from inside
-// the guest stays a stop. The marker goes once libvirt has answered.
+// the guest stays a stop. The marker goes once libvirt has answered,
+// however late (a crash followed by a long fence or outage still counts),
+// or at the guest's next start.
 func (w *Watchdog) reviveCrashed(ctx context.Context, o HAOptions, h lease.Holder) {
 	dir := filepath.Join(w.o.StateDir, "stopped")
 	entries, err := os.ReadDir(dir)
@@ -210,14 +321,13 @@ func (w *Watchdog) reviveCrashed(ctx context.Context, o HAOptions, h lease.Holde
 	}
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		info, err := e.Info()
+		b, err := os.ReadFile(path)
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(path)
-		stoppedAt, perr := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
-		if err != nil || perr != nil || time.Since(info.ModTime()) > crashedMarkerLife {
-			os.Remove(path)
+		stoppedAt, err := time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+		if err != nil {
+			os.Remove(path) // not a marker the hook wrote
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

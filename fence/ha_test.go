@@ -134,7 +134,7 @@ func TestHARestart(t *testing.T) {
 	runs := map[string][]string{}
 	opts := func(h lease.Holder, fail map[string]bool) HAOptions {
 		return HAOptions{Store: store, Starter: &hookStarter{store: store, h: h, fail: fail, mu: &mu, runs: runs},
-			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond}
+			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond, Settle: time.Millisecond}
 	}
 	for _, x := range []struct {
 		h    lease.Holder
@@ -203,7 +203,7 @@ func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
 	var mu sync.Mutex
 	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	w.active.Store(&b)
-	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, MaxRestarts: 3,
+	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, Settle: time.Millisecond, MaxRestarts: 3,
 		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"flaky": true}, mu: &mu, runs: map[string][]string{}}})
 	waitUntil(t, "intent failed", 10*time.Second, func() bool {
 		snap, _ := store.Snapshot(ctx)
@@ -240,7 +240,7 @@ func TestHADefineMissing(t *testing.T) {
 	runs := map[string][]string{}
 	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	w.active.Store(&b)
-	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, DefineMissing: true,
+	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, Settle: time.Millisecond, DefineMissing: true,
 		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"lonely": true}, mu: &mu, runs: runs}})
 	waitUntil(t, "lonely defined and started on host-b", 10*time.Second, func() bool {
 		mu.Lock()
@@ -297,7 +297,7 @@ func TestHARevivesCrashedGuest(t *testing.T) {
 		}
 		w.active.Store(&h)
 		go w.restarter(ctx, HAOptions{Store: store, Starter: &hookStarter{store: store, h: h, mu: &mu, runs: runs, crashed: crashed},
-			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond})
+			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond, Settle: time.Millisecond})
 	}
 	waitUntil(t, "the crashed guest restarted", 10*time.Second, func() bool {
 		mu.Lock()
@@ -319,5 +319,132 @@ func TestHARevivesCrashedGuest(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "stopped", g.uuid)); err == nil {
 			t.Errorf("marker of %s left after libvirt answered", g.uuid)
 		}
+	}
+}
+
+// fakeHA is the etcd side of HA restarts for unit tests: restartable
+// domains that run nowhere until one host starts them.
+type fakeHA struct {
+	mu      sync.Mutex
+	live    []string
+	domains []string
+	ranBy   map[string]string // uuid → host that started it
+	begun   map[string]int    // uuid → BeginRestart calls that counted
+}
+
+func (f *fakeHA) HAView(context.Context) (lease.HAView, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := lease.HAView{Live: slices.Clone(f.live)}
+	for _, u := range f.domains {
+		if f.ranBy[u] == "" {
+			v.Restartable = append(v.Restartable, lease.Restartable{UUID: u, Intent: lease.Intent{Want: lease.WantRunning, Name: u}, Rev: 1})
+		}
+	}
+	return v, nil
+}
+
+func (f *fakeHA) BeginRestart(_ context.Context, _ lease.Holder, r lease.Restartable, _ int, _ time.Duration) (bool, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ranBy[r.UUID] != "" {
+		return false, false, nil
+	}
+	f.begun[r.UUID]++
+	return true, false, nil
+}
+
+func (f *fakeHA) NoteRestartFailure(context.Context, string, string) error { return nil }
+func (f *fakeHA) MarkCrashed(context.Context, string, string, time.Time) (bool, error) {
+	return false, nil
+}
+
+// fakeHAStarter starts a domain at once (its claim lands).
+type fakeHAStarter struct {
+	f    *fakeHA
+	host string
+}
+
+func (s fakeHAStarter) Start(_ context.Context, uuid string) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	s.f.ranBy[uuid] = s.host
+	return nil
+}
+func (fakeHAStarter) Define(context.Context, string) error          { return nil }
+func (fakeHAStarter) Crashed(context.Context, string) (bool, error) { return false, nil }
+func (f *fakeHA) count(host string) (n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range f.ranBy {
+		if h == host {
+			n++
+		}
+	}
+	return n
+}
+
+// After a whole-cluster outage the hosts come back one by one. The first
+// one back must not restart every HA guest (it is rank 0 among itself
+// alone): it waits Settle, restarts at most MaxStarts per round, and a host
+// back a few seconds later takes the guests whose first choice it is.
+// On a fake clock, one round per second.
+func TestHAAfterWholeClusterOutage(t *testing.T) {
+	f := &fakeHA{live: []string{"host-a"}, ranBy: map[string]string{}, begun: map[string]int{}}
+	for i := range 12 {
+		f.domains = append(f.domains, fmt.Sprintf("uuid-%d", i))
+	}
+	o := HAOptions{Store: f, Interval: time.Second, Step: 3 * time.Second, Settle: 10 * time.Second, MaxStarts: 2}.withDefaults()
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	type host struct {
+		w  *Watchdog
+		h  lease.Holder
+		st *haState
+		o  HAOptions
+	}
+	mk := func(name string) *host {
+		oo := o
+		oo.Starter = fakeHAStarter{f: f, host: name}
+		return &host{w: New(Options{Config: testConfig, Host: name, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}),
+			h: lease.Holder{Host: name, Lease: 1}, st: newHAState(clock), o: oo}
+	}
+	a, b := mk("host-a"), mk("host-b")
+	firstB := 0
+	for _, u := range f.domains {
+		if restartOrder(u, nil, []string{"host-a", "host-b"})[0] == "host-b" {
+			firstB++
+		}
+	}
+	for sec := 0; sec <= 40; sec++ {
+		now = t0.Add(time.Duration(sec) * time.Second)
+		if sec == 5 {
+			f.mu.Lock()
+			f.live = []string{"host-a", "host-b"}
+			f.mu.Unlock()
+		}
+		before := f.count("host-a")
+		a.w.restartOnce(context.Background(), a.o, a.h, a.st)
+		if got := f.count("host-a") - before; got > o.MaxStarts {
+			t.Fatalf("t=%ds: host-a began %d restarts in one round, max %d", sec, got, o.MaxStarts)
+		}
+		if sec >= 5 {
+			b.w.restartOnce(context.Background(), b.o, b.h, b.st)
+		}
+		if sec < 10 && f.count("host-a") > 0 {
+			t.Fatalf("t=%ds: the first host back restarted %d guests before settling", sec, f.count("host-a"))
+		}
+	}
+	if n := len(f.ranBy); n != len(f.domains) {
+		t.Fatalf("%d of %d guests restarted", n, len(f.domains))
+	}
+	for u, n := range f.begun {
+		if n != 1 {
+			t.Errorf("%s: %d restarts counted", u, n)
+		}
+	}
+	if got := f.count("host-b"); got != firstB {
+		t.Errorf("host-b, back 5 s after host-a, restarted %d guests; it is the first choice of %d", got, firstB)
 	}
 }

@@ -140,7 +140,7 @@ func (s *Store) BeginRestart(ctx context.Context, h Holder, r Restartable, maxRe
 		in.Reason = fmt.Sprintf("gave up after %d restarts since %s (ha.max_restarts); last: %s", in.Restarts, in.Window.Format(time.RFC3339), in.Reason)
 	} else {
 		in.Restarts++
-		in.Reason = "restarting on " + h.Host
+		in.Reason = "restarting on " + h.Host // fence's restartingOn
 	}
 	in.Since = now
 	tr, err := s.cli.Txn(ctx).If(
