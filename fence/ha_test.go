@@ -287,6 +287,9 @@ func TestHARevivesCrashedGuest(t *testing.T) {
 		os.MkdirAll(filepath.Join(dir, "stopped"), 0o755)
 		os.WriteFile(filepath.Join(dir, "stopped", g.uuid), []byte(stoppedAt.Format(time.RFC3339)+"\n"), 0o644)
 	}
+	// The crash happened long ago (a long fence, an outage): still a crash.
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(dir, "stopped", "crashed"), old, old)
 	var mu sync.Mutex
 	runs := map[string][]string{}
 	crashed := map[string]bool{"crashed": true, "crashed-then-stopped-elsewhere": true}
@@ -448,3 +451,47 @@ func TestHAAfterWholeClusterOutage(t *testing.T) {
 		t.Errorf("host-b, back 5 s after host-a, restarted %d guests; it is the first choice of %d", got, firstB)
 	}
 }
+
+// A restart another host has just counted (its claim not landed yet) is
+// not counted again by a host that sees the domain still restartable: it
+// waits one Step for the claim.
+func TestHADoesNotCountAnotherHostsRestartAgain(t *testing.T) {
+	f := &fakeHA{live: []string{"host-a", "host-b"}, ranBy: map[string]string{}, begun: map[string]int{}}
+	// A domain whose first choice is host-a.
+	for i := 0; len(f.domains) == 0; i++ {
+		if u := fmt.Sprintf("uuid-%d", i); restartOrder(u, nil, f.live)[0] == "host-a" {
+			f.domains = append(f.domains, u)
+		}
+	}
+	view := func(context.Context) (lease.HAView, error) {
+		return lease.HAView{Live: f.live, Restartable: []lease.Restartable{{UUID: f.domains[0], Rev: 7,
+			Intent: lease.Intent{Want: lease.WantRunning, Name: "vm", Restarts: 1, Reason: "restarting on host-b"}}}}, nil
+	}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	st := newHAState(func() time.Time { return now })
+	st.holder = lease.Holder{Host: "host-a", Lease: 1}
+	st.joined["host-a"] = now.Add(-time.Hour)
+	st.joined["host-b"] = now.Add(-time.Hour)
+	o := HAOptions{Store: viewStore{f, view}, Starter: fakeHAStarter{f: f, host: "host-a"}, Step: 3 * time.Second, Settle: time.Second}.withDefaults()
+	w := New(Options{Config: testConfig, Host: "host-a", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for _, dt := range []time.Duration{0, time.Second, time.Second} {
+		now = now.Add(dt)
+		w.restartOnce(context.Background(), o, st.holder, st)
+	}
+	if n := f.begun[f.domains[0]]; n != 0 {
+		t.Fatalf("counted the restart host-b has just begun again (%d), before its claim could land", n)
+	}
+	now = now.Add(2 * time.Second)
+	w.restartOnce(context.Background(), o, st.holder, st)
+	if n := f.begun[f.domains[0]]; n != 1 {
+		t.Fatalf("after one Step with no claim from host-b, host-a began %d restarts, want 1", n)
+	}
+}
+
+// viewStore is fakeHA with a fixed view.
+type viewStore struct {
+	*fakeHA
+	view func(context.Context) (lease.HAView, error)
+}
+
+func (v viewStore) HAView(ctx context.Context) (lease.HAView, error) { return v.view(ctx) }
