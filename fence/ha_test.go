@@ -213,7 +213,7 @@ func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
 	if in := snap.Intents["flaky"]; in.Restarts != 3 {
 		t.Fatalf("failed after %d restarts, want 3: %+v", in.Restarts, in)
 	}
-	if err := store.ResetIntent(ctx, "flaky"); err != nil {
+	if err := store.ResetIntent(ctx, "flaky", false); err != nil {
 		t.Fatal(err)
 	}
 	snap, _ = store.Snapshot(ctx)

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -19,6 +20,9 @@ type Restartable struct {
 	UUID   string
 	Intent Intent
 	Rev    int64 // the intent's ModRevision, compared when acting on it
+	// ViewRev is the revision the view was read at: no unfenced record
+	// may have changed since when the restart is counted.
+	ViewRev int64
 }
 
 // HAView is what the HA restarters decide from, read at one revision.
@@ -56,7 +60,9 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		u, err := decode[Unfenced](string(kv.Key), kv.Value)
 		if err != nil {
-			continue
+			// Fail closed, as Claim does: any guest may be listed there,
+			// and a restart the claim then refuses only burns the count.
+			return HAView{}, fmt.Errorf("no HA restart while an unfenced record is unreadable: %w", err)
 		}
 		for _, g := range u.Guests {
 			unfenced[g.UUID] = true
@@ -71,7 +77,7 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 		if err != nil || in.Want != WantRunning || migrating[uuid] || unfenced[uuid] {
 			continue
 		}
-		want = append(want, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision})
+		want = append(want, Restartable{UUID: uuid, Intent: in, Rev: kv.ModRevision, ViewRev: resp.Header.Revision})
 		domains = append(domains, s.keys.Domain(uuid))
 	}
 	held, err := s.getAll(ctx, domains, v.Revision, "reading the holders of HA domains", clientv3.WithCountOnly())
@@ -125,7 +131,9 @@ func (s *Store) getAll(ctx context.Context, keys []string, rev int64, doing stri
 
 // BeginRestart takes the next restart of r for h: it counts the restart in
 // the intent, if the intent is unchanged since r was read, the domain is
-// still held by nobody, no migration is recorded and h's session is live.
+// still held by nobody, no migration is recorded, no unfenced record has
+// changed since the view (one may list the guest now) and h's session is
+// live.
 // Past maxRestarts within window the intent becomes failed instead
 // (failed true) and nobody restarts it until an operator resets it.
 // ok false means someone else acted first: look again.
@@ -147,6 +155,7 @@ func (s *Store) BeginRestart(ctx context.Context, h Holder, r Restartable, maxRe
 		clientv3.Compare(clientv3.ModRevision(s.keys.Intent(r.UUID)), "=", r.Rev),
 		clientv3.Compare(clientv3.CreateRevision(s.keys.Domain(r.UUID)), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(s.keys.Migration(r.UUID)), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(s.keys.Dir("unfenced")), "<", r.ViewRev+1).WithPrefix(),
 		clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
 	).Then(clientv3.OpPut(s.keys.Intent(r.UUID), encode(in))).Commit()
 	if err != nil {
@@ -176,9 +185,19 @@ func (s *Store) NoteRestartFailure(ctx context.Context, uuid, reason string) err
 	return s.wrap(err, "writing "+key)
 }
 
+// ErrIntentStopped is ResetIntent's refusal of an intent a deliberate stop
+// wrote: resetting it would start a guest someone shut down.
+var ErrIntentStopped = errors.New("lease: the HA intent is stopped (a deliberate stop), not failed")
+
 // ResetIntent sets a domain's intent back to running with no restarts
 // counted (an operator's `virtlease ha reset` after a failed intent).
-func (s *Store) ResetIntent(ctx context.Context, uuid string) error {
+//
+// Outcomes:
+//   - nil: the intent is running, with no restarts counted;
+//   - ErrIntentStopped (wrapped): the intent is stopped and evenIfStopped
+//     is false; nothing changed;
+//   - an error naming the domain: it has no intent, or etcd failed.
+func (s *Store) ResetIntent(ctx context.Context, uuid string, evenIfStopped bool) error {
 	key := s.keys.Intent(uuid)
 	resp, err := s.cli.Get(ctx, key)
 	if err != nil {
@@ -190,6 +209,9 @@ func (s *Store) ResetIntent(ctx context.Context, uuid string) error {
 	in, err := decode[Intent](key, resp.Kvs[0].Value)
 	if err != nil {
 		return err
+	}
+	if in.Want == WantStopped && !evenIfStopped {
+		return fmt.Errorf("%w (%s since %s): resetting it would start the guest", ErrIntentStopped, in.Reason, in.Since.Format(time.RFC3339))
 	}
 	in.Want, in.Restarts, in.Window, in.Reason = WantRunning, 0, time.Time{}, "reset by an operator"
 	in.Since = s.now().UTC().Truncate(time.Second)

@@ -32,7 +32,7 @@ func TestMarkCrashed(t *testing.T) {
 			}
 		}, "host-a", stoppedAt, false},
 		{"reset by an operator", func(t *testing.T, s *Store, a, b Holder) {
-			if err := s.ResetIntent(testCtx(t), uuid); err != nil {
+			if err := s.ResetIntent(testCtx(t), uuid, true); err != nil {
 				t.Fatal(err)
 			}
 		}, "host-a", stoppedAt, false},
@@ -77,5 +77,39 @@ func TestMarkCrashed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A restart is not counted once an unfenced record changed after the view
+// (it may list the guest now), and an unreadable unfenced record stops HA
+// restarts as it stops claims, rather than letting them fail and burn the
+// restart count.
+func TestHARestartAndUnfencedRecords(t *testing.T) {
+	const uuid = "88888888-8888-8888-8888-888888888888"
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	ctx := testCtx(t)
+	b := session(t, s, "host-b")
+	if _, err := cli.Put(ctx, s.keys.Intent(uuid), encode(Intent{Want: WantRunning, Name: "ha1"})); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.HAView(ctx)
+	if err != nil || len(v.Restartable) != 1 {
+		t.Fatalf("view: %+v %v", v, err)
+	}
+	if err := s.SetUnfenced(ctx, "host-a", Unfenced{Guests: []UnfencedGuest{{UUID: uuid, Name: "ha1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := s.BeginRestart(ctx, b, v.Restartable[0], 3, time.Minute); ok || err != nil {
+		t.Fatalf("BeginRestart = %v, %v after an unfenced record listing the guest appeared", ok, err)
+	}
+	if _, err := cli.Delete(ctx, s.keys.Unfenced("host-a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, s.keys.Unfenced("host-c"), "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.HAView(ctx); err == nil {
+		t.Fatalf("view with an unreadable unfenced record: %+v, want an error", v.Restartable)
 	}
 }

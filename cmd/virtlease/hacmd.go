@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/virtlease/virtlease/hook"
+	"github.com/virtlease/virtlease/lease"
 )
 
 // haCommand is `virtlease ha reset DOMAIN`: an operator's retry after an HA
@@ -23,9 +26,13 @@ func haCommand(getenv func(string) string, configFlag cli.Flag) *cli.Command {
 			Description: `After ha.max_restarts restarts within 10 minutes an HA domain's intent
 becomes "failed" and nobody restarts it. Once the cause is fixed:
    virtlease ha reset web1        # by name or UUID
-The surviving hosts then restart it if it runs nowhere.
-Exit codes: 0 done, 1 no such HA domain, 2 usage or config, 3 etcd unavailable.`,
-			Flags: []cli.Flag{configFlag},
+The surviving hosts then restart it if it runs nowhere. An intent a
+deliberate stop set to "stopped" is left alone (resetting it starts the
+guest) unless --stopped is given. A name that several HA domains share
+is refused: give the UUID.
+Exit codes: 0 done, 1 no such HA domain, a stopped intent or an ambiguous
+name, 2 usage or config, 3 etcd unavailable.`,
+			Flags: []cli.Flag{configFlag, &cli.BoolFlag{Name: "stopped", Usage: "also reset an intent a deliberate stop set to stopped (starts the guest)"}},
 			Action: func(c *cli.Context) error {
 				if c.NArg() != 1 {
 					return exit(hook.ExitUsage, fmt.Errorf("usage: virtlease ha reset DOMAIN"))
@@ -45,17 +52,14 @@ Exit codes: 0 done, 1 no such HA domain, 2 usage or config, 3 etcd unavailable.`
 				if err != nil {
 					return exit(hook.ExitUnavailable, err)
 				}
-				want := strings.ToLower(c.Args().First())
-				var uuid string
-				for id, in := range snap.Intents {
-					if id == want || in.Name == c.Args().First() {
-						uuid = id
+				uuid, err := intentByName(snap.Intents, c.Args().First())
+				if err != nil {
+					return exit(hook.ExitRefused, err)
+				}
+				if err := store.ResetIntent(ctx, uuid, c.Bool("stopped")); err != nil {
+					if errors.Is(err, lease.ErrIntentStopped) {
+						err = fmt.Errorf("%s: %w; virtlease ha reset --stopped %s starts it", c.Args().First(), err, c.Args().First())
 					}
-				}
-				if uuid == "" {
-					return exit(hook.ExitRefused, fmt.Errorf("%s has no HA intent (is it mode=\"ha\" and was it ever started?)", c.Args().First()))
-				}
-				if err := store.ResetIntent(ctx, uuid); err != nil {
 					return exit(hook.Code(err), err)
 				}
 				fmt.Fprintf(c.App.Writer, "HA intent of %s (%s) reset to running\n", snap.Intents[uuid].Name, uuid)
@@ -63,4 +67,26 @@ Exit codes: 0 done, 1 no such HA domain, 2 usage or config, 3 etcd unavailable.`
 			},
 		}},
 	}
+}
+
+// intentByName finds the HA intent named arg: by UUID, or else by a
+// domain name that exactly one intent carries.
+func intentByName(intents map[string]lease.Intent, arg string) (string, error) {
+	if _, ok := intents[strings.ToLower(arg)]; ok {
+		return strings.ToLower(arg), nil
+	}
+	var ids []string
+	for id, in := range intents {
+		if in.Name == arg {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("%s has no HA intent (is it mode=\"ha\" and was it ever started?)", arg)
+	case 1:
+		return ids[0], nil
+	}
+	return "", fmt.Errorf("%d HA domains are named %s (%s): give the UUID", len(ids), arg, strings.Join(ids, ", "))
 }
