@@ -118,8 +118,8 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		w.o.Log.Warn("reconcile: cannot list guests", "err", err.Error())
 		return
 	}
-	w.o.Metrics.GuestsManaged(len(guests))
 	running := map[string]bool{}
+	managedN := 0
 	for _, g := range guests {
 		running[g.UUID] = true
 		if g.PID == 0 {
@@ -131,6 +131,7 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		if err != nil || !managed {
 			continue
 		}
+		managedN++
 		// Written by the prepare of an incoming live migration.
 		marker := filepath.Join(w.o.StateDir, "migrated", g.UUID)
 		if from, err := os.ReadFile(marker); err == nil {
@@ -169,6 +170,8 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			w.o.Log.Warn("reconcile: cannot check a guest", "domain", g.Name, "err", err.Error())
 		}
 	}
+	// Opted-out domains (mode off) are libvirt's guests, not ours.
+	w.o.Metrics.GuestsManaged(managedN)
 	hs, err := w.o.Sessions.Holdings(ctx, h)
 	if err != nil {
 		return

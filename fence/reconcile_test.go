@@ -88,11 +88,16 @@ func TestReconcile(t *testing.T) {
 		return lease.Claim{UUID: xml, Name: xml[2:], Disks: disks[xml]}, xml != "u-off", nil
 	}}
 	kills := &recordingGuests{}
+	m := &managedCount{}
 	w := New(Options{Config: testConfig, Host: "host-a", StateDir: dir, Sessions: store, Guests: kills,
-		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: m})
 	w.active.Store(&a)
 	since := map[string]time.Time{}
 	w.reconcileOnce(ctx, opts, a, since) // notes u-stale inactive
+	// u-off opted out, u-starting has no QEMU yet: 5 managed guests run.
+	if m.n != 5 {
+		t.Errorf("GuestsManaged = %d, want 5", m.n)
+	}
 	time.Sleep(time.Millisecond)
 	w.reconcileOnce(ctx, opts, a, since) // past the grace: releases it
 
@@ -329,3 +334,11 @@ func TestReconcileRecordsStops(t *testing.T) {
 		t.Error("started marker left after the release")
 	}
 }
+
+// managedCount records GuestsManaged.
+type managedCount struct {
+	noMetrics
+	n int
+}
+
+func (m *managedCount) GuestsManaged(n int) { m.n = n }
