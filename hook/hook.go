@@ -157,11 +157,23 @@ var passwdAttr = sync.OnceValue(func() *regexp.Regexp {
 	return regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
 })
 
+// inlineSecrets matches the places besides graphics passwords where a
+// domain XML can carry a secret inline: HTTP cookies and URL queries
+// (tokens) of network disks, SMBIOS OEM strings (cloud-init data) and the
+// qemu namespace (command-line arguments, environment, overrides).
+var inlineSecrets = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`<cookies[\s>]|\squery=|<oemStrings[\s>]|libvirt\.org/schemas/domain/qemu/`)
+})
+
 // recordableXML is the domain XML to keep with an HA intent, for hosts
-// that lack the domain (ha.define_missing): without passwords (secrets are
-// only referenced by UUID in a domain XML), and not at all when too large.
+// that lack the domain (ha.define_missing): without graphics passwords
+// (libvirt's own secrets are only referenced by UUID in a domain XML), and
+// not at all when it is too large or may carry a secret inline
+// (inlineSecrets): such a domain cannot be defined elsewhere by
+// define_missing, which beats a secret in etcd. It is the XML of the start:
+// disks hot-plugged later are not in it.
 func recordableXML(b []byte) string {
-	if len(b) > maxRecordedXML {
+	if len(b) > maxRecordedXML || inlineSecrets().Match(b) {
 		return ""
 	}
 	return passwdAttr().ReplaceAllString(string(b), "")

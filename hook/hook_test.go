@@ -522,6 +522,22 @@ func TestRecordableXML(t *testing.T) {
 	if recordableXML(make([]byte, maxRecordedXML+1)) != "" {
 		t.Fatal("an oversized XML was recorded")
 	}
+	// Inline secrets elsewhere: nothing is recorded.
+	for name, xml := range map[string]string{
+		"http cookies": `<domain><devices><disk type='network' device='disk'><source protocol='https' name='/img'><host name='h'/>` +
+			`<cookies><cookie name='session'>s3cret</cookie></cookies></source></disk></devices></domain>`,
+		"url query": `<domain><devices><disk type='network' device='disk'><source protocol='https' name='/img' query='token=s3cret'/></disk></devices></domain>`,
+		"qemu command line": `<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>` +
+			`<qemu:commandline><qemu:arg value='-object'/><qemu:arg value='secret,id=s,data=s3cret'/></qemu:commandline></domain>`,
+		"oem strings": `<domain><sysinfo type='smbios'><oemStrings><entry>io.systemd.credential:pw=s3cret</entry></oemStrings></sysinfo></domain>`,
+	} {
+		if got := recordableXML([]byte(xml)); strings.Contains(got, "s3cret") {
+			t.Errorf("%s: a secret reached the recorded XML: %s", name, got)
+		}
+	}
+	if got := recordableXML(fixture(t, "mode-ha-hosts.xml")); got == "" {
+		t.Error("an ordinary HA domain's XML was not recorded")
+	}
 }
 
 // Found by the model (docs/model, code-prepare-norecheck): a claim that
