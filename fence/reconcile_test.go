@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -342,3 +343,70 @@ type managedCount struct {
 }
 
 func (m *managedCount) GuestsManaged(n int) { m.n = n }
+
+// The watchdog was stopped (its unfenced record lists the guests) and
+// stayed away past the TTL; meanwhile the operator shut one HA guest down.
+// The hook had no key left to record the stop with, so the returning
+// watchdog does: that intent becomes stopped (with a marker for the crash
+// check), the guest still running is claimed again, and the intent of a
+// guest the hook did not see stop cleanly stays running.
+func TestRecoverRecordsStopsWhileAway(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	old := testSession(t, store, "host-a")
+	dir := t.TempDir()
+	st := lease.StopState{Dir: dir, Host: "host-a", BootID: "boot-1"}
+	var listed []lease.UnfencedGuest
+	for _, u := range []string{"u-stopped", "u-running", "u-lost"} {
+		c := lease.Claim{UUID: u, Name: u, Start: true, Intent: &lease.Intent{Want: lease.WantRunning, Name: u}}
+		if _, err := store.Claim(ctx, old, c); err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, lease.UnfencedGuest{UUID: u, Name: u})
+	}
+	if err := store.SetUnfenced(ctx, "host-a", lease.Unfenced{Guests: listed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: old.Lease, Boot: "boot-1",
+		Deadline: int64(lease.BootNow()), State: lease.SessionStopped}); err != nil {
+		t.Fatal(err)
+	}
+	// The hook kept the started markers of the clean stop it could not
+	// record, and of the guest still running; u-lost's QEMU died with no
+	// clean stop seen (no marker).
+	for _, u := range []string{"u-stopped", "u-running"} {
+		os.MkdirAll(filepath.Join(dir, "started"), 0o755)
+		os.WriteFile(st.Marker("started", u), nil, 0o644)
+	}
+	if err := store.Revoke(ctx, old.Lease); err != nil { // expired while away
+		t.Fatal(err)
+	}
+	now := testSession(t, store, "host-a")
+	guests := &recordingGuests{alive: []Guest{{UUID: "u-running", Name: "u-running", PID: 7}}}
+	w := New(Options{Config: testConfig, Host: "host-a", BootID: "boot-1", StateDir: dir, Sessions: store, Guests: guests,
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.lease = now.Lease
+	w.recover(ctx)
+	snap, err := store.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range map[string]lease.Want{"u-stopped": lease.WantStopped, "u-running": lease.WantRunning, "u-lost": lease.WantRunning} {
+		if got := snap.Intents[u].Want; got != want {
+			t.Errorf("%s: intent %q, want %q", u, got, want)
+		}
+	}
+	if rec, _ := store.Holding(ctx, "u-running"); rec == nil || rec.Lease != now.Lease {
+		t.Errorf("u-running not claimed again: %+v", rec)
+	}
+	b, err := os.ReadFile(st.Marker("stopped", "u-stopped"))
+	if in := snap.Intents["u-stopped"]; err != nil || strings.TrimSpace(string(b)) != in.Since.Format(time.RFC3339) {
+		t.Errorf("stopped marker %q (%v) for intent %+v", b, err, in)
+	}
+	if _, _, ok, _ := store.GetUnfenced(ctx, "host-a"); ok {
+		t.Error("unfenced record left")
+	}
+}

@@ -188,6 +188,10 @@ func (s *sim) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, err
 }
 
 func (s *sim) Intent(context.Context, string) (*lease.Intent, error) { return nil, nil }
+
+func (s *sim) StopWhileAway(context.Context, string, string, int64) (time.Time, bool, error) {
+	return time.Time{}, false, nil
+}
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {

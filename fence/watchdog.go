@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,7 @@ type Sessions interface {
 	SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error
 	GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error)
 	ClearUnfenced(ctx context.Context, host string, rev int64) error
+	StopWhileAway(ctx context.Context, host, uuid string, unfencedRev int64) (time.Time, bool, error)
 }
 
 // Guests finds and kills this host's managed guests. Fencing goes through
@@ -478,6 +480,8 @@ func (w *Watchdog) recover(ctx context.Context) {
 	gs, err := w.o.Guests.Running(ctx)
 	if err != nil {
 		w.o.Log.Error("recover: cannot list guests", "err", err.Error())
+	} else if ok {
+		w.recordStopsWhileAway(ctx, u, rev, gs)
 	}
 	var kill []Guest
 	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
@@ -498,6 +502,34 @@ func (w *Watchdog) recover(ctx context.Context) {
 	if ok {
 		if err := w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev); err != nil {
 			w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+		}
+	}
+}
+
+// recordStopsWhileAway sets the HA intent of each guest our unfenced
+// record lists that no longer runs here to stopped when it stopped cleanly
+// (lease.StopState.JudgeStop): the operator shut it down after our session
+// had expired, so the hook's release had no key to record the stop with.
+// Left running, the intent would have HA start the guest elsewhere once the
+// record goes. As after the hook's clean stops, a stopped marker lets
+// the HA restarter ask libvirt whether the QEMU crashed instead
+// (reviveCrashed).
+func (w *Watchdog) recordStopsWhileAway(ctx context.Context, u lease.Unfenced, rev int64, running []Guest) {
+	st := w.stops()
+	for _, g := range u.Guests {
+		if slices.ContainsFunc(running, func(r Guest) bool { return r.UUID == g.UUID }) || st.JudgeStop(g.UUID) != lease.StopClean {
+			continue
+		}
+		since, stopped, err := w.o.Sessions.StopWhileAway(ctx, w.o.Host, g.UUID, rev)
+		if err != nil {
+			continue
+		}
+		os.Remove(st.Marker("started", g.UUID))
+		if stopped {
+			p := st.Marker("stopped", g.UUID)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, []byte(since.Format(time.RFC3339)+"\n"), 0o644)
+			w.o.Log.Info("recover: a guest stopped cleanly while the watchdog was away: its HA intent is stopped", "domain", g.Name, "uuid", g.UUID)
 		}
 	}
 }

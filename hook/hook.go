@@ -272,8 +272,11 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	// A kill marker from an earlier run must not make this run's clean
 	// stop look like the watchdog's doing.
 	os.Remove(h.marker("killed", dom.UUID))
-	// Nor may a released marker make this run's release end skip etcd.
+	// Nor may a released marker make this run's release end skip etcd,
+	// nor a started marker an earlier run left make a start that fails
+	// before its guest runs look like a clean stop.
 	os.Remove(h.marker("released", dom.UUID))
+	os.Remove(h.marker("started", dom.UUID))
 	return nil
 }
 
@@ -381,7 +384,15 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 		}
 		return nil
 	}
-	if _, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
+	if n, err := claims.Release(ctx, s.Holder(), dom.UUID, dom.DiskIDs(), intent); err == nil {
+		if clean && n == 0 {
+			// Nothing of ours was left to record the stop with: the
+			// session expired while the watchdog was away, and only its
+			// unfenced record kept the guest from other hosts. The
+			// returning watchdog records the stop from the started
+			// marker, kept for it (fence: recover).
+			return nil
+		}
 		done()
 		if clean {
 			// The hook cannot tell a destroy from a QEMU that died on its

@@ -16,13 +16,14 @@ import (
 
 // fakeClaims records what the hook asked of etcd and answers as told.
 type fakeClaims struct {
-	claimErr   error
-	releaseErr error
-	holding    *lease.Record
-	claims     []lease.Claim
-	prior      *lease.Intent // the intent a claim finds
-	releases   []*lease.Intent
-	onClaim    func() // runs while the claim is "in flight"
+	claimErr    error
+	releaseErr  error
+	holding     *lease.Record
+	claims      []lease.Claim
+	prior       *lease.Intent // the intent a claim finds
+	releases    []*lease.Intent
+	releaseNone bool   // nothing of ours is left to release
+	onClaim     func() // runs while the claim is "in flight"
 	// migration
 	migrateFrom string
 	migrateErr  error
@@ -40,6 +41,9 @@ func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (le
 
 func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []string, in *lease.Intent) (int, error) {
 	f.releases = append(f.releases, in)
+	if f.releaseNone {
+		return 0, f.releaseErr
+	}
 	return 1, f.releaseErr
 }
 
@@ -328,6 +332,23 @@ func TestHAIntentOnStop(t *testing.T) {
 			}
 		})
 	}
+	t.Run("watchdog away past the TTL: the started marker stays for its return", func(t *testing.T) {
+		e := newEnv(t)
+		e.sessFile.State = lease.SessionStopped
+		e.claims.releaseNone = true
+		h := e.hook(t)
+		xml := fixture(t, "mode-ha-hosts.xml")
+		dom, _ := ParseDomain(xml)
+		for _, op := range [][]string{{"started", "begin"}, {"stopped", "end"}, {"release", "end"}} {
+			h.Run(context.Background(), []string{"vm", op[0], op[1], "-"}, bytes.NewReader(xml))
+		}
+		if _, err := os.Stat(h.marker("started", dom.UUID)); err != nil {
+			t.Error("started marker gone: the returning watchdog cannot record the stop")
+		}
+		if _, err := os.Stat(h.marker("stopped", dom.UUID)); err == nil {
+			t.Error("stopped marker for an intent that was not written")
+		}
+	})
 	t.Run("a start that ran clears the prior intent", func(t *testing.T) {
 		e := newEnv(t)
 		h := e.hook(t)

@@ -241,6 +241,39 @@ func (s *Store) Intent(ctx context.Context, uuid string) (*Intent, error) {
 	return &in, nil
 }
 
+// StopWhileAway records the clean stop of uuid on host made while host's
+// watchdog was away long enough for its session to expire, so that no
+// release could carry the intent: the intent becomes stopped. Only in one
+// compare-and-swap that also requires host's unfenced record, which kept
+// the guest from every other host meanwhile, to be as read at unfencedRev,
+// the intent to be running and unchanged, and nobody to hold the domain.
+// It returns the intent's since when it changed, as a clean stop's marker
+// needs it (MarkCrashed); ok false: not an HA domain, or someone acted.
+func (s *Store) StopWhileAway(ctx context.Context, host, uuid string, unfencedRev int64) (since time.Time, ok bool, err error) {
+	key := s.keys.Intent(uuid)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return time.Time{}, false, s.wrap(err, "reading "+key)
+	}
+	if len(resp.Kvs) == 0 {
+		return time.Time{}, false, nil
+	}
+	in, err := decode[Intent](key, resp.Kvs[0].Value)
+	if err != nil || in.Want != WantRunning {
+		return time.Time{}, false, err
+	}
+	in = StoppedIntent(in, host, s.now())
+	tr, err := s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision),
+		clientv3.Compare(clientv3.CreateRevision(s.keys.Domain(uuid)), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(s.keys.Unfenced(host)), "=", unfencedRev),
+	).Then(clientv3.OpPut(key, encode(in))).Commit()
+	if err != nil {
+		return time.Time{}, false, s.wrap(err, "writing "+key)
+	}
+	return in.Since, tr.Succeeded, nil
+}
+
 // StoppedBy is the Reason the hook writes with a clean stop's intent.
 func StoppedBy(host string) string { return "stopped on " + host }
 
