@@ -533,9 +533,10 @@ func TestE2EHAShutdownFailover(t *testing.T) {
 	w.check(t)
 }
 
-// crash-all: libvirtd and the QEMUs of two HA guests SIGKILLed on host-a,
-// the watchdog and its session alive; libvirtd comes back (as systemd
-// restarts it) and reports the guests shut off, reason crashed. Each runs
+// crash-all, as the fault campaign makes it: libvirtd, the QEMUs of two HA
+// guests and the watchdog SIGKILLed on host-a, then host-a's daemons come
+// back (lab.sh boot, /run kept: the session resumes) and libvirtd reports
+// the guests shut off, reason crashed. Each runs
 // again, once, with its intent running: neither the hook's clean-stop
 // marker nor the reconcile's grace period (for keys no release hook
 // deleted) may hold it back. The times are logged for docs/reliability.md.
@@ -548,10 +549,12 @@ func TestE2EHACrashAll(t *testing.T) {
 	}
 	w := l.watchOverlap(uuids["ha1"], uuids["ha2"])
 	b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "run", "libvirtd.pid"))
-	var lvPID int
+	var lvPID, wdPID int
 	fmt.Sscan(string(b), &lvPID)
-	if err != nil || lvPID == 0 {
-		t.Fatalf("host-a's libvirtd pid %d (%v)", lvPID, err)
+	b, werr := os.ReadFile(filepath.Join(l.HostDir("host-a"), "watchdog.pid"))
+	fmt.Sscan(string(b), &wdPID)
+	if err != nil || werr != nil || lvPID == 0 || wdPID == 0 {
+		t.Fatalf("host-a's libvirtd pid %d (%v), watchdog pid %d (%v)", lvPID, err, wdPID, werr)
 	}
 	old := map[string]int{}
 	for name, u := range uuids {
@@ -566,7 +569,9 @@ func TestE2EHACrashAll(t *testing.T) {
 	for _, pid := range old {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	l.RestartLibvirtd("host-a")
+	syscall.Kill(wdPID, syscall.SIGKILL)
+	time.Sleep(500 * time.Millisecond)
+	l.LabSh("boot", "host-a")
 	back := map[string]time.Duration{}
 	where := map[string][]string{}
 	states := map[string]bool{} // what host-a's libvirt reports meanwhile
