@@ -128,9 +128,13 @@ func restartOrder(uuid string, candidates, live []string) []string {
 // Order of events that makes this safe: the lost host fenced its guests
 // (deadline − margin), then etcd expired its session and its keys, and only
 // then does an intent show up here as restartable.
-func (w *Watchdog) restarter(ctx context.Context, o HAOptions) {
+//
+// resumed is the session resumed from the session file (0: none): it is
+// not new, so neither it nor the hosts live beside it wait to settle.
+func (w *Watchdog) restarter(ctx context.Context, o HAOptions, resumed lease.ID) {
 	o = o.withDefaults()
 	st := newHAState(time.Now)
+	st.resumed = resumed
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
 	for {
@@ -161,8 +165,9 @@ type haState struct {
 	// holder is the session the restarter last acted under; joined says
 	// since when each live host (this one: since holder's session began)
 	// has been seen live.
-	holder lease.Holder
-	joined map[string]time.Time
+	holder  lease.Holder
+	joined  map[string]time.Time
+	resumed lease.ID // the session this process resumed (not new)
 }
 
 type seenAs struct {
@@ -177,12 +182,21 @@ func newHAState(now func() time.Time) *haState {
 
 // noteLive records which hosts are live at now. On a new session of ours
 // every host counts as just joined: this host cannot tell how long the
-// others have been back (after a whole-cluster outage, not long).
+// others have been back (after a whole-cluster outage, not long). A
+// session resumed after a restart of the watchdog is not new: the hosts
+// live then count as live all along.
 func (st *haState) noteLive(h lease.Holder, live []string, now time.Time) {
 	if st.holder != h {
 		st.holder = h
 		clear(st.joined)
-		st.joined[h.Host] = now
+		since := now
+		if h.Lease == st.resumed {
+			since = time.Time{}
+		}
+		st.joined[h.Host] = since
+		for _, x := range live {
+			st.joined[x] = since
+		}
 	}
 	for _, x := range live {
 		if _, ok := st.joined[x]; !ok {

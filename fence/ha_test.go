@@ -142,7 +142,7 @@ func TestHARestart(t *testing.T) {
 	}{{b, map[string]bool{"undefined-on-b": true}}, {c, nil}} {
 		w := New(Options{Config: testConfig, Host: x.h.Host, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		w.active.Store(&x.h)
-		go w.restarter(ctx, opts(x.h, x.fail))
+		go w.restarter(ctx, opts(x.h, x.fail), 0)
 	}
 	// host-a is lost: its session ends, its keys go, intents stay running.
 	if err := store.Revoke(ctx, a.Lease); err != nil {
@@ -204,7 +204,7 @@ func TestHAGivesUpAfterMaxRestarts(t *testing.T) {
 	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	w.active.Store(&b)
 	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, Settle: time.Millisecond, MaxRestarts: 3,
-		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"flaky": true}, mu: &mu, runs: map[string][]string{}}})
+		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"flaky": true}, mu: &mu, runs: map[string][]string{}}}, 0)
 	waitUntil(t, "intent failed", 10*time.Second, func() bool {
 		snap, _ := store.Snapshot(ctx)
 		return snap.Intents["flaky"].Want == lease.WantFailed
@@ -241,7 +241,7 @@ func TestHADefineMissing(t *testing.T) {
 	w := New(Options{Config: testConfig, Host: "host-b", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	w.active.Store(&b)
 	go w.restarter(ctx, HAOptions{Store: store, Interval: 20 * time.Millisecond, Step: 10 * time.Millisecond, Settle: time.Millisecond, DefineMissing: true,
-		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"lonely": true}, mu: &mu, runs: runs}})
+		Starter: &hookStarter{store: store, h: b, fail: map[string]bool{"lonely": true}, mu: &mu, runs: runs}}, 0)
 	waitUntil(t, "lonely defined and started on host-b", 10*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -300,7 +300,7 @@ func TestHARevivesCrashedGuest(t *testing.T) {
 		}
 		w.active.Store(&h)
 		go w.restarter(ctx, HAOptions{Store: store, Starter: &hookStarter{store: store, h: h, mu: &mu, runs: runs, crashed: crashed},
-			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond, Settle: time.Millisecond})
+			Interval: 50 * time.Millisecond, Step: 300 * time.Millisecond, Settle: time.Millisecond}, 0)
 	}
 	waitUntil(t, "the crashed guest restarted", 10*time.Second, func() bool {
 		mu.Lock()
@@ -495,3 +495,19 @@ type viewStore struct {
 }
 
 func (v viewStore) HAView(ctx context.Context) (lease.HAView, error) { return v.view(ctx) }
+
+// A watchdog restarted while its session lives (an upgrade, a crash)
+// resumes that session: it is not new, and nothing settles, so a guest
+// that crashed meanwhile is restarted at once.
+func TestHAResumedSessionDoesNotSettle(t *testing.T) {
+	f := &fakeHA{live: []string{"host-a"}, ranBy: map[string]string{}, begun: map[string]int{}, domains: []string{"uuid-0"}}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	st := newHAState(func() time.Time { return now })
+	st.resumed = 42
+	o := HAOptions{Store: f, Starter: fakeHAStarter{f: f, host: "host-a"}, Settle: 10 * time.Second}.withDefaults()
+	w := New(Options{Config: testConfig, Host: "host-a", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.restartOnce(context.Background(), o, lease.Holder{Host: "host-a", Lease: 42}, st)
+	if f.ranBy["uuid-0"] != "host-a" {
+		t.Fatal("a resumed session waited to settle")
+	}
+}

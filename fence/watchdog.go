@@ -193,7 +193,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	if w.o.HA != nil {
 		hctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		go w.restarter(hctx, *w.o.HA)
+		go w.restarter(hctx, *w.o.HA, w.lease)
 	}
 	ready := false
 	for {
