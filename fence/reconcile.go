@@ -61,20 +61,35 @@ func (w *Watchdog) reconcile(ctx context.Context, o ReconcileOptions) {
 	events := w.lifecycleEvents(ctx, o.Domains)
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
+	// pending: a pass was due while the session was not ok (the watchdog
+	// starting or resuming, a fence): run it as soon as the session is,
+	// not a whole Interval later; a crash-all's keys are settled then.
+	pending := true
 	for {
+		var retry <-chan time.Time
+		if pending {
+			retry = time.After(pendingPoll)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-events:
+		case <-retry:
 		}
 		h := w.active.Load()
 		if h == nil {
+			pending = true
 			continue
 		}
+		pending = false
 		w.reconcileOnce(ctx, o, *h, inactiveSince)
 	}
 }
+
+// pendingPoll is how often a due reconcile pass looks whether the session
+// is ok yet.
+const pendingPoll = 250 * time.Millisecond
 
 // lifecycleEvents merges libvirt's events into one channel, reconnecting
 // when libvirtd restarts; a dropped event only delays a reconcile to the
@@ -88,6 +103,12 @@ func (w *Watchdog) lifecycleEvents(ctx context.Context, d Domains) <-chan struct
 			subscribed := time.Now()
 			ch, err := d.Events(ctx)
 			if err == nil {
+				// Subscribed (again): events may have been lost while
+				// libvirtd was away, so reconcile now.
+				select {
+				case out <- struct{}{}:
+				default:
+				}
 				for range ch {
 					select {
 					case out <- struct{}{}:

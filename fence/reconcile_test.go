@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -409,4 +410,53 @@ func TestRecoverRecordsStopsWhileAway(t *testing.T) {
 	if _, _, ok, _ := store.GetUnfenced(ctx, "host-a"); ok {
 		t.Error("unfenced record left")
 	}
+}
+
+// countingDomains counts reconcile passes (one Running call each).
+type countingDomains struct {
+	fakeDomains
+	mu     sync.Mutex
+	passes int
+}
+
+func (c *countingDomains) Running(ctx context.Context, xml bool) ([]Guest, error) {
+	c.mu.Lock()
+	c.passes++
+	c.mu.Unlock()
+	return c.fakeDomains.Running(ctx, xml)
+}
+
+func (c *countingDomains) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.passes
+}
+
+// A reconcile pass that falls due while the session is not ok yet (the
+// watchdog starting or resuming) runs once it is, not a whole Interval
+// later; so does one after each (re)subscription to libvirt's events
+// (libvirtd back after a crash: events were lost meanwhile).
+func TestReconcileRunsWhenSessionBecomesOK(t *testing.T) {
+	doms := &countingDomains{}
+	w := New(Options{Config: testConfig, Host: "host-a", Guests: &recordingGuests{}, Sessions: noHoldings{},
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.reconcile(ctx, ReconcileOptions{Domains: doms, Interval: time.Hour, Parse: func(string) (lease.Claim, bool, error) {
+		return lease.Claim{}, false, nil
+	}})
+	time.Sleep(300 * time.Millisecond)
+	if n := doms.count(); n != 0 {
+		t.Fatalf("%d passes without a session", n)
+	}
+	h := lease.Holder{Host: "host-a", Lease: 1}
+	w.active.Store(&h)
+	waitUntil(t, "a reconcile pass once the session is ok", 10*time.Second, func() bool { return doms.count() > 0 })
+}
+
+// noHoldings is a store where this host holds nothing.
+type noHoldings struct{ Sessions }
+
+func (noHoldings) Holdings(context.Context, lease.Holder) (lease.Holdings, error) {
+	return lease.Holdings{}, nil
 }
