@@ -503,8 +503,10 @@ func (h *Hook) dropIncoming(ctx context.Context, uuid string) {
 	}
 }
 
+// marker is the path of a per-domain marker (as lease.StopState.Marker,
+// without reading the boot ID).
 func (h *Hook) marker(kind, uuid string) string {
-	return h.stops().Marker(kind, uuid)
+	return filepath.Join(h.Config.StateDir, kind, uuid)
 }
 
 // stops judges this host's stops (lease.StopState.JudgeStop) from the same
