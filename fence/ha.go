@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -274,14 +275,12 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 			st.failedHere[r.UUID] = now.Add(time.Duration(len(order)) * o.Step)
 		}
 	}
-	for u := range st.seenAs {
-		if !seen[u] {
-			delete(st.firstSeen, u)
-			delete(st.seenAs, u)
-			delete(st.waiting, u)
-			delete(st.failedHere, u)
-		}
-	}
+	// Forget domains no longer restartable (running again, or stopped).
+	gone := func(u string) bool { return !seen[u] }
+	maps.DeleteFunc(st.firstSeen, func(u string, _ time.Time) bool { return gone(u) })
+	maps.DeleteFunc(st.seenAs, func(u string, _ seenAs) bool { return gone(u) })
+	maps.DeleteFunc(st.waiting, func(u string, _ bool) bool { return gone(u) })
+	maps.DeleteFunc(st.failedHere, func(u string, _ time.Time) bool { return gone(u) })
 }
 
 // restartOne counts a restart of r in its intent and starts it here, with
