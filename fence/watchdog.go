@@ -137,6 +137,20 @@ type Watchdog struct {
 	// active is the holder while the session is ok (nil otherwise), for
 	// the reconciler's goroutine.
 	active atomic.Pointer[lease.Holder]
+	// view is the session as the loop last published it, for log lines
+	// written on other goroutines (the reconciler's kills): the loop alone
+	// reads and writes lease and deadline.
+	view atomic.Pointer[sessionView]
+	// quit closes when Run returns: work still under way then (a renewal
+	// stuck until its deadline) drops its outcome instead of waiting for a
+	// loop that is gone.
+	quit chan struct{}
+}
+
+// sessionView is the session as other goroutines see it.
+type sessionView struct {
+	lease lease.ID
+	at    time.Duration // the deadline: when etcd may expire the lease
 }
 
 // renewal is one request to etcd and, once answered, its outcome.
@@ -164,7 +178,8 @@ func New(o Options) *Watchdog {
 	if o.Metrics == nil {
 		o.Metrics = noMetrics{}
 	}
-	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix)}
+	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix),
+		quit: make(chan struct{})}
 }
 
 func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "session") }
@@ -178,8 +193,15 @@ func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "se
 //   - an error wrapping ErrFatal: this host cannot hold a session at all.
 func (w *Watchdog) Run(ctx context.Context) error {
 	w.resume()
+	defer close(w.quit)
 	w.launch = func(req renewal) {
-		go func() { w.results <- w.renew(ctx, req) }()
+		go func() {
+			r := w.renew(ctx, req)
+			select {
+			case w.results <- r:
+			case <-w.quit:
+			}
+		}()
 	}
 	if w.o.Reconcile != nil {
 		rctx, cancel := context.WithCancel(ctx)
@@ -250,6 +272,7 @@ func (w *Watchdog) pet() {
 // has passed with no newer acknowledgement, keep killing while fencing, and
 // launch the next renewal (or new session) when one is due.
 func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
+	w.publish()
 	// A session resumed from a clean stop is not fenced at its old
 	// deadline: our unfenced record keeps its guests from every other host
 	// until the first renewal tells whether the session is still alive.
@@ -388,6 +411,7 @@ func (w *Watchdog) newSession(ctx context.Context, old lease.ID) (lease.ID, time
 }
 
 func (w *Watchdog) handle(ctx context.Context, r renewal) error {
+	defer w.publish()
 	if r.fresh {
 		w.granting = false
 	} else {
@@ -437,6 +461,7 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 	} else {
 		w.deadline = w.deadline.Later(d)
 	}
+	w.publish()
 	if w.fencing {
 		return nil
 	}
@@ -573,13 +598,21 @@ func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) (survivors 
 	return survivors
 }
 
+// publish makes the loop's view of the session readable by other
+// goroutines.
+func (w *Watchdog) publish() {
+	w.view.Store(&sessionView{lease: w.lease, at: w.deadline.At()})
+}
+
 // rel is now relative to the session deadline, for logs: "-3.012s" means
-// 3 s before etcd may expire the lease.
+// 3 s before etcd may expire the lease. Any goroutine may call it: it reads
+// what the loop last published.
 func (w *Watchdog) rel() string {
-	if w.lease == 0 {
+	v := w.view.Load()
+	if v == nil || v.lease == 0 {
 		return "no-session"
 	}
-	return (w.o.Clock.Now() - w.deadline.At()).Round(time.Millisecond).String()
+	return (w.o.Clock.Now() - v.at).Round(time.Millisecond).String()
 }
 
 // stop ends Run on SIGTERM. With no guest it revokes the session. With
