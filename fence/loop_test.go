@@ -2,11 +2,15 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,4 +182,222 @@ func TestRunLeavesNoRenewalBehind(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "fence.(*Watchdog).Run.func")
 	})
+}
+
+// blockedGuest is one guest that remembers when it was killed and whether
+// a blocking call was still stuck then.
+type blockedGuest struct {
+	mu      sync.Mutex
+	clock   *stepClock
+	stuck   *atomic.Bool
+	killed  bool
+	at      time.Duration
+	whileIn bool // killed while the blocking call was stuck
+}
+
+func (g *blockedGuest) Running(context.Context) ([]Guest, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.killed {
+		return nil, nil
+	}
+	return []Guest{{UUID: "uuid-vm-1", Name: "vm-1", PID: 101}}, nil
+}
+
+func (g *blockedGuest) Kill(context.Context, []Guest) []Guest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.killed {
+		g.killed, g.at, g.whileIn = true, g.clock.Now(), g.stuck.Load()
+	}
+	return nil
+}
+
+// TestFenceLoopNeverWaits: whatever else hangs (etcd calls about our
+// unfenced record, sd_notify, the journal), the loop fences at the fence
+// point. Each hang here never ends until the test does, so a loop that
+// waits on it never sleeps again.
+func TestFenceLoopNeverWaits(t *testing.T) {
+	cfg := DefaultConfig()
+	stopped := lease.Session{Host: "host-a", Lease: 7, Boot: "boot", Deadline: int64(5 * time.Second), State: lease.SessionStopped}
+	cases := []struct {
+		name    string
+		session *lease.Session // the session file left by the last stop
+		first   error          // the first renewal's outcome
+		hang    string         // what hangs: "record", "notify" or "log"
+		fenceAt time.Duration
+	}{
+		// Back within the TTL: the renewal at 0 is acknowledged, and the
+		// read of our unfenced record before deleting it hangs.
+		{name: "clear-record", session: &stopped, hang: "record", fenceAt: cfg.TTL - cfg.Margin},
+		// Back too late: a new session granted at 1 s, and recover's read
+		// of the record hangs.
+		{name: "recover", session: &stopped, first: lease.ErrNoSession, hang: "record", fenceAt: cfg.RenewInterval + cfg.TTL - cfg.Margin},
+		{name: "sd-notify", hang: "notify", fenceAt: cfg.TTL - cfg.Margin},
+		{name: "journal", hang: "log", fenceAt: cfg.TTL - cfg.Margin},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var stuck atomic.Bool
+			hang := func() {
+				stuck.Store(true)
+				<-release
+				stuck.Store(false)
+			}
+			clock := &stepClock{waiters: make(chan waiter)}
+			guest := &blockedGuest{clock: clock, stuck: &stuck}
+			s := &memSessions{ttl: cfg.TTL, unfenced: &lease.Unfenced{Guests: []lease.UnfencedGuest{{UUID: "uuid-vm-1", Name: "vm-1"}}}, rev: 1}
+			var renewals atomic.Int32
+			s.renew = func(ctx context.Context, _ lease.ID) (time.Duration, error) {
+				if renewals.Add(1) == 1 && tc.session != nil {
+					return cfg.TTL, tc.first
+				}
+				<-ctx.Done() // partitioned from then on
+				return 0, ctx.Err()
+			}
+			o := Options{Config: cfg, Host: "host-a", Version: "test", StateDir: t.TempDir(), BootID: "boot",
+				Clock: clock, Sessions: s, Guests: guest, Log: discardLog()}
+			switch tc.hang {
+			case "record":
+				s.getUnfenced = func(context.Context) error { hang(); return errHang }
+			case "notify":
+				o.Notify = func(string) { hang() }
+			case "log":
+				o.Log = slog.New(NewLogQueue(slog.NewTextHandler(&gatedWriter{gate: release}, nil), 4))
+				stuck.Store(true)
+			}
+			if tc.session != nil {
+				if err := lease.WriteSession(filepath.Join(o.StateDir, "session"), *tc.session); err != nil {
+					t.Fatal(err)
+				}
+			}
+			driveLoop(t, clock, New(o), 10*time.Second, func() { close(release) })
+			if !guest.killed {
+				t.Fatal("never fenced")
+			}
+			if guest.at != tc.fenceAt || !guest.whileIn {
+				t.Errorf("guest killed at %v (the fence point is %v), while the %s call hung: %v; want at the fence point while it hung",
+					guest.at, tc.fenceAt, tc.hang, guest.whileIn)
+			}
+		})
+	}
+}
+
+// driveLoop runs w on clock, moving the clock to each sleep's wake-up
+// time, until until; then it calls unblock (which ends whatever the test
+// made hang) and stops w. A loop that does not sleep again within 10 s is
+// stuck: the test fails.
+func driveLoop(t *testing.T, clock *stepClock, w *Watchdog, until time.Duration, unblock func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		unblock()
+		cancel()
+		go func() {
+			for range clock.waiters {
+			}
+		}()
+		<-done
+	}()
+	var next waiter
+	for clock.Now() < until {
+		select {
+		case next = <-clock.waiters:
+		case err := <-done:
+			t.Fatalf("Run returned: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("at %v the loop neither slept nor returned: it waits on something", clock.Now())
+		}
+		// A reply may wake the loop first: give it the chance.
+		select {
+		case again := <-clock.waiters:
+			next = again
+		case <-time.After(20 * time.Millisecond):
+		}
+		clock.set(max(next.at, clock.Now()+time.Millisecond))
+		close(next.ch)
+	}
+}
+
+var errHang = errors.New("hung")
+
+// listGuests is a fixed set of guests; Kill ends all but the unkillable.
+type listGuests struct {
+	mu         sync.Mutex
+	running    []Guest
+	err        error
+	unkillable map[string]bool
+	killed     []string
+}
+
+func (l *listGuests) Running(context.Context) ([]Guest, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.running), l.err
+}
+
+func (l *listGuests) Kill(_ context.Context, gs []Guest) (survivors []Guest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, g := range gs {
+		if l.unkillable[g.Name] {
+			survivors = append(survivors, g)
+			continue
+		}
+		l.killed = append(l.killed, g.Name)
+		l.running = slices.DeleteFunc(l.running, func(r Guest) bool { return r.UUID == g.UUID })
+	}
+	return survivors
+}
+
+// TestRecoverSettlesEveryGuest: after a clean stop whose session expired,
+// the returning watchdog re-claims the guests its unfenced record lists and
+// kills the others; a guest it cannot settle (the guests cannot be listed,
+// or one survives SIGKILL) is never left for the reconcile to adopt: the
+// host fences.
+func TestRecoverSettlesEveryGuest(t *testing.T) {
+	vm1 := Guest{UUID: "uuid-vm-1", Name: "vm-1", PID: 101}
+	vm2 := Guest{UUID: "uuid-vm-2", Name: "vm-2", PID: 102}
+	cases := []struct {
+		name       string
+		guests     *listGuests
+		wantFence  bool
+		wantKilled []string
+		wantRecord bool // the unfenced record is still there
+	}{
+		{name: "listed-kept-other-killed", guests: &listGuests{running: []Guest{vm1, vm2}},
+			wantKilled: []string{"vm-2"}},
+		{name: "cannot-list", guests: &listGuests{running: []Guest{vm1, vm2}, err: errors.New("proc: too many open files")},
+			wantFence: true, wantRecord: true},
+		{name: "survivor", guests: &listGuests{running: []Guest{vm1, vm2}, unkillable: map[string]bool{"vm-2": true}},
+			wantFence: true, wantRecord: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &memSessions{ttl: 10 * time.Second, rev: 1,
+				unfenced: &lease.Unfenced{Guests: []lease.UnfencedGuest{{UUID: vm1.UUID, Name: vm1.Name, Disks: []string{"disk-1"}}}}}
+			w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: t.TempDir(), BootID: "boot",
+				Clock: &stepClock{}, Sessions: s, Guests: tc.guests, Log: discardLog()})
+			w.launch = func(renewal) {}
+			w.lease, w.resumed = 7, lease.SessionStopped // as resume leaves a clean stop
+			ctx := context.Background()
+			w.handle(ctx, renewal{id: 7, err: lease.ErrNoSession})
+			w.handle(ctx, renewal{id: 8, fresh: true, ttl: 10 * time.Second})
+			if w.fencing != tc.wantFence || (w.active.Load() == nil) != tc.wantFence {
+				t.Errorf("fencing %v, session ok %v; want fencing %v", w.fencing, w.active.Load() != nil, tc.wantFence)
+			}
+			if tc.wantFence && slices.ContainsFunc(tc.guests.running, func(g Guest) bool { return g.Name == "vm-2" && !tc.guests.unkillable["vm-2"] }) {
+				t.Errorf("vm-2, not kept safe, still runs: %v", tc.guests.running)
+			}
+			if !tc.wantFence && !slices.Equal(tc.guests.killed, tc.wantKilled) {
+				t.Errorf("killed %v, want %v", tc.guests.killed, tc.wantKilled)
+			}
+			if (s.unfenced != nil) != tc.wantRecord {
+				t.Errorf("unfenced record left: %v, want %v", s.unfenced != nil, tc.wantRecord)
+			}
+		})
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +95,8 @@ type Options struct {
 	// Reconcile, when set, runs the reconcile loop beside the fence loop.
 	Reconcile *ReconcileOptions
 	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
-	// "STOPPING=1"); nil means none.
+	// "STOPPING=1"); nil means none. It may block: the watchdog calls it
+	// from a goroutine of its own, never from the fence loop.
 	Notify func(state string)
 }
 
@@ -122,6 +125,20 @@ type Watchdog struct {
 	// started is this process's start, written in every host record so a
 	// record of our own (a grant whose reply was lost) is recognised.
 	started time.Time
+	// background runs etcd work the loop must not wait for (it never
+	// waits on etcd): work returns what the loop then applies. New runs it
+	// inline (the scenario simulator and unit tests); Run on a goroutine,
+	// its outcome fed back through applies.
+	background func(work func() (apply func()))
+	applies    chan func()
+	// recoverRunning: recover is under way; clearing: a delete of our
+	// unfenced record is under way.
+	recoverRunning, clearing bool
+	// clearRecord: our unfenced record, if any, is void (its guests are
+	// ours again under a live session, or dead) and is to be deleted;
+	// retried after every renewal until done.
+	clearRecord bool
+	notifier    notifier
 	// resumed is the state of the session file this process resumed, until
 	// the first renewal settles whether that session is alive.
 	resumed lease.SessionState
@@ -178,8 +195,11 @@ func New(o Options) *Watchdog {
 	if o.Metrics == nil {
 		o.Metrics = noMetrics{}
 	}
-	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix),
-		quit: make(chan struct{})}
+	w := &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix),
+		quit: make(chan struct{}), applies: make(chan func())}
+	w.background = func(work func() func()) { work()() }
+	w.notifier = notifier{send: o.Notify, wake: make(chan struct{}, 1)}
+	return w
 }
 
 func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "session") }
@@ -203,6 +223,16 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	w.background = func(work func() func()) {
+		go func() {
+			apply := work()
+			select {
+			case w.applies <- apply:
+			case <-w.quit:
+			}
+		}()
+	}
+	go w.notifier.run(w.quit)
 	if w.o.Reconcile != nil {
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -219,7 +249,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		w.tick(ctx, now)
 		// The loop is alive: systemd's watchdog is about this process, not
 		// about etcd (fencing is our own business).
-		w.o.Notify("WATCHDOG=1")
+		w.notifier.notify("WATCHDOG=1")
 		// Pet right after tick, before sleeping: a fence that has just
 		// killed the last guest must pet now, not at the next wake-up,
 		// which may come after the device has fired.
@@ -239,8 +269,10 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			}
 			if !ready && w.lease != 0 && !w.fencing {
 				ready = true
-				w.o.Notify("READY=1")
+				w.notifier.notify("READY=1")
 			}
+		case apply := <-w.applies:
+			apply()
 		}
 	}
 }
@@ -451,7 +483,7 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 		// The resumed session is alive: we are back in time, nothing ran
 		// unprotected; the unfenced record (if we left one) goes.
 		w.resumed = ""
-		w.clearUnfenced(ctx)
+		w.clearRecord = true
 	}
 	if r.fresh {
 		// A new session: fencing ends, the old deadline no longer binds.
@@ -465,76 +497,150 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 	if w.fencing {
 		return nil
 	}
-	if r.fresh && w.recovering {
-		w.recover(ctx)
-	}
 	if r.fresh && w.resumed != "" {
 		// A fresh session after a resumed one died (crash, or fencing):
 		// any leftover unfenced record of ours is void, its guests dead.
 		w.resumed = ""
-		w.clearUnfenced(ctx)
+		w.clearRecord = true
 	}
+	if w.recovering {
+		// The session is not ok (no starts, no reconcile) until recover
+		// has settled every guest.
+		if r.fresh {
+			w.startRecover(ctx)
+		}
+		return nil
+	}
+	w.startClear(ctx)
 	w.active.Store(&lease.Holder{Host: w.o.Host, Lease: w.lease})
 	return w.writeSession(lease.SessionOK)
+}
+
+// startRecover runs recover off the loop, under the current session. Its
+// outcome: every guest settled → the session is ok; a guest it could not
+// settle → fence (sticky); the session replaced meanwhile → recover again
+// under the new one.
+func (w *Watchdog) startRecover(ctx context.Context) {
+	if w.recoverRunning {
+		return
+	}
+	w.recoverRunning = true
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	w.background(func() func() {
+		recordLeft, err := w.recover(ctx, h)
+		return func() {
+			w.recoverRunning = false
+			switch {
+			case w.lease != h.Lease || w.fencing:
+				// A fence or a new session came first: recover again
+				// once there is a session to claim under.
+				if w.lease != 0 && !w.fencing && w.recovering {
+					w.startRecover(ctx)
+				}
+			case err != nil:
+				// Some guest may run here that nobody kept safe: kill
+				// everything until a new session exists. Every guest
+				// is dead then, so the record goes too.
+				w.recovering, w.clearRecord = false, true
+				w.fence(ctx, err.Error())
+			default:
+				w.recovering, w.clearRecord = false, recordLeft
+				w.startClear(ctx)
+				w.active.Store(&h)
+				w.writeSession(lease.SessionOK)
+			}
+		}
+	})
 }
 
 // recover runs once the first session after an expired clean stop exists:
 // each running guest our unfenced record lists is claimed again (it was
 // kept from every other host, so nobody can hold it), any other is killed
 // (nobody kept it safe: someone else may run it by now). Only then does
-// the record go, so the listed guests are never free.
-func (w *Watchdog) recover(ctx context.Context) {
-	w.recovering = false
-	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+// the record go, so the listed guests are never free. It runs off the
+// loop: it waits on etcd.
+//
+// Outcomes:
+//   - nil, false: every guest settled, the record (if any) deleted;
+//   - nil, true: every guest settled, the record could not be deleted (to
+//     be retried);
+//   - an error: the record could not be read, the guests could not be
+//     listed, or a guest to kill survived; the caller fences.
+func (w *Watchdog) recover(ctx context.Context, h lease.Holder) (recordLeft bool, err error) {
+	ectx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
-	u, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	u, rev, ok, err := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
 	if err != nil {
 		// Cannot tell which guests were kept safe: kill them all.
-		w.o.Log.Error("cannot read our unfenced record; killing every guest", "err", err.Error())
-		w.killAll(ctx, "recover")
-		return
+		return false, fmt.Errorf("recover: cannot read our unfenced record, so every guest is killed: %w", err)
 	}
 	listed := map[string]lease.UnfencedGuest{}
 	for _, g := range u.Guests {
 		listed[g.UUID] = g
 	}
-	gs, err := w.o.Guests.Running(ctx)
+	gs, err := w.o.Guests.Running(ectx)
 	if err != nil {
-		w.o.Log.Error("recover: cannot list guests", "err", err.Error())
+		return false, fmt.Errorf("recover: cannot list guests, so every guest is killed: %w", err)
 	}
 	var kill []Guest
-	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
 	for _, g := range gs {
 		lg, ok := listed[g.UUID]
 		if !ok {
 			kill = append(kill, g)
 			continue
 		}
-		if _, err := w.o.Sessions.Claim(ctx, h, lease.Claim{UUID: g.UUID, Name: lg.Name, Disks: lg.Disks}); err != nil {
+		if _, err := w.o.Sessions.Claim(ectx, h, lease.Claim{UUID: g.UUID, Name: lg.Name, Disks: lg.Disks}); err != nil {
 			w.o.Log.Error("recover: cannot re-claim a guest our unfenced record kept", "domain", lg.Name, "err", err.Error())
 			kill = append(kill, g)
 			continue
 		}
 		w.o.Log.Info("recover: re-claimed", "domain", lg.Name, "uuid", g.UUID)
 	}
-	w.kill(ctx, kill, "not kept safe while the watchdog was away")
+	// The kill has its own time (kill bounds it by the margin), not what
+	// the etcd calls above left of theirs.
+	if survivors := w.kill(ctx, kill, "not kept safe while the watchdog was away"); len(survivors) > 0 {
+		return false, fmt.Errorf("recover: %d guests not kept safe survived SIGKILL", len(survivors))
+	}
 	if ok {
-		if err := w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev); err != nil {
-			w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+		if err := w.o.Sessions.ClearUnfenced(ectx, w.o.Host, rev); err != nil {
+			w.o.Log.Warn("could not delete our unfenced record; retrying", "err", err.Error())
+			return true, nil
 		}
 	}
+	return false, nil
 }
 
-func (w *Watchdog) clearUnfenced(ctx context.Context) {
+// startClear deletes our unfenced record off the loop, when one is void
+// and no delete is under way; a failed delete is retried at the next call
+// (every renewal).
+func (w *Watchdog) startClear(ctx context.Context) {
+	if !w.clearRecord || w.clearing {
+		return
+	}
+	w.clearing = true
+	w.background(func() func() {
+		err := w.clearUnfenced(ctx)
+		return func() {
+			w.clearing = false
+			if err != nil {
+				w.o.Log.Warn("could not delete our unfenced record; retrying", "err", err.Error())
+				return
+			}
+			w.clearRecord = false
+		}
+	})
+}
+
+// clearUnfenced deletes our unfenced record, if it has not changed since
+// it was read (a stop may have written a new one meanwhile).
+func (w *Watchdog) clearUnfenced(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
 	_, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
 	if err == nil && ok {
 		err = w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
 	}
-	if err != nil {
-		w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
-	}
+	return err
 }
 
 func (w *Watchdog) writeSession(state lease.SessionState) error {
@@ -546,16 +652,20 @@ func (w *Watchdog) writeSession(state lease.SessionState) error {
 	return nil
 }
 
-// fence kills every managed guest of this host. It never waits on etcd.
+// fence kills every managed guest of this host. It never waits on etcd,
+// and it kills before it logs: a log write can block (a journal that does
+// not read its pipe) where a kill must not.
 func (w *Watchdog) fence(ctx context.Context, reason string) {
 	w.fencing = true
 	w.fencedAt = w.o.Clock.Now()
 	w.active.Store(nil)
 	w.o.Metrics.Fenced()
+	// The hook refuses starts from here on.
 	w.writeSession(lease.SessionFencing)
-	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
-		"t", w.rel())
+	began := w.rel()
 	w.killAll(ctx, reason)
+	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
+		"t", began)
 }
 
 // killAll kills every running managed guest.
@@ -621,7 +731,7 @@ func (w *Watchdog) rel() string {
 // host, and from HA restart, until we are back or an operator clears it),
 // and marks the session file stopped so that no new guest starts here.
 func (w *Watchdog) stop() error {
-	w.o.Notify("STOPPING=1")
+	w.notifier.notify("STOPPING=1")
 	w.active.Store(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
 	defer cancel()
@@ -676,4 +786,50 @@ func (w *Watchdog) stop() error {
 	w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
 		"lease", w.lease.String(), "guests", len(gs), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
 	return nil
+}
+
+// notifier passes systemd notifications on from a goroutine of its own:
+// sd_notify is a blocking write to PID 1, and the fence loop must not wait
+// on it. A notification already waiting is not queued twice.
+type notifier struct {
+	send    func(string)
+	mu      sync.Mutex
+	pending []string
+	wake    chan struct{}
+}
+
+// notify queues state and returns at once.
+func (n *notifier) notify(state string) {
+	n.mu.Lock()
+	if !slices.Contains(n.pending, state) {
+		n.pending = append(n.pending, state)
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run sends what is queued until quit closes, then once more (STOPPING=1
+// is queued last).
+func (n *notifier) run(quit <-chan struct{}) {
+	for {
+		stop := false
+		select {
+		case <-n.wake:
+		case <-quit:
+			stop = true
+		}
+		n.mu.Lock()
+		p := n.pending
+		n.pending = nil
+		n.mu.Unlock()
+		for _, s := range p {
+			n.send(s)
+		}
+		if stop {
+			return
+		}
+	}
 }
