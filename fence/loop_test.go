@@ -401,3 +401,97 @@ func TestRecoverSettlesEveryGuest(t *testing.T) {
 		})
 	}
 }
+
+// closeLog is a device that records how it was closed.
+type closeLog struct{ closed, disarmed bool }
+
+func (*closeLog) Pet() error { return nil }
+func (c *closeLog) Close(disarm bool) error {
+	c.closed, c.disarmed = true, disarm
+	return nil
+}
+
+// TestStop: SIGTERM never leaves a guest that may run here both unfenced
+// and unrecorded, and never loses what the record protects.
+func TestStop(t *testing.T) {
+	vm1 := Guest{UUID: "uuid-vm-1", Name: "vm-1", PID: 101}
+	vm2 := Guest{UUID: "uuid-vm-2", Name: "vm-2", PID: 102}
+	listed := &lease.Unfenced{Guests: []lease.UnfencedGuest{{UUID: vm1.UUID, Name: vm1.Name, Disks: []string{"disk-1"}}}}
+	held := []lease.DomainStatus{{Record: lease.Record{UUID: vm1.UUID, Name: vm1.Name}, Disks: []string{"disk-1"}}}
+	cases := []struct {
+		name string
+		// the watchdog's state at SIGTERM: "held" (lease 7, ok),
+		// "resumed" (a clean stop's session resumed, not confirmed),
+		// "recovering" (that session found expired, no new one yet)
+		state        string
+		guests       []Guest
+		held         []lease.DomainStatus
+		record       *lease.Unfenced // our unfenced record before the stop
+		wantRevoked  bool
+		wantRecord   []lease.UnfencedGuest
+		wantKilled   []string
+		wantDisarmed bool
+	}{
+		{name: "no-guests", state: "held", wantRevoked: true, wantDisarmed: true},
+		// The fence sees no QEMU (a blind scan) but the session holds
+		// vm-1's key: not revoked, recorded with its disks.
+		{name: "blind-key-held", state: "held", held: held, wantRecord: listed.Guests},
+		// The resumed lease has expired (its keys are gone): the disks the
+		// last stop recorded stay in the record.
+		{name: "resumed-expired", state: "resumed", guests: []Guest{vm1}, record: listed, wantRecord: listed.Guests},
+		// Stopped again before recover settled the guests: vm-2, which
+		// nothing kept safe, is killed; vm-1 stays, kept by the record;
+		// the device keeps counting.
+		{name: "recovering", state: "recovering", guests: []Guest{vm1, vm2}, record: listed,
+			wantRecord: listed.Guests, wantKilled: []string{"vm-2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &memSessions{ttl: 10 * time.Second, held: tc.held, unfenced: tc.record, rev: 1}
+			var fileAtWrite lease.SessionState
+			s.setUnfenced = func(context.Context) error {
+				f, _ := lease.ReadSession(filepath.Join(dir, "session"))
+				fileAtWrite = f.State
+				return nil
+			}
+			guests := &listGuests{running: slices.Clone(tc.guests)}
+			dev := &closeLog{}
+			w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
+				Clock: &stepClock{}, Sessions: s, Guests: guests, Device: dev, Log: discardLog()})
+			switch tc.state {
+			case "held":
+				w.lease, w.deadline = 7, Deadline{TTL: 10 * time.Second}
+			case "resumed":
+				lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: 7, Boot: "boot", State: lease.SessionStopped})
+				w.resume()
+			case "recovering":
+				w.recovering = true
+			}
+			w.stop()
+			if got := slices.Contains(s.revoked, 7); got != tc.wantRevoked {
+				t.Errorf("revoked: %v, want %v", got, tc.wantRevoked)
+			}
+			var got []lease.UnfencedGuest
+			if s.unfenced != nil {
+				got = s.unfenced.Guests
+			}
+			if !slices.EqualFunc(got, tc.wantRecord, func(a, b lease.UnfencedGuest) bool {
+				return a.UUID == b.UUID && slices.Equal(a.Disks, b.Disks)
+			}) {
+				t.Errorf("unfenced record %+v, want %+v", got, tc.wantRecord)
+			}
+			if tc.state == "held" && tc.wantRecord != nil && fileAtWrite != lease.SessionOrphaned {
+				// A death before the record is durable must leave a
+				// session that the restart fences at its old deadline.
+				t.Errorf("the session file said %q while the unfenced record was written, want orphaned", fileAtWrite)
+			}
+			if !slices.Equal(guests.killed, tc.wantKilled) {
+				t.Errorf("killed %v, want %v", guests.killed, tc.wantKilled)
+			}
+			if !dev.closed || dev.disarmed != tc.wantDisarmed {
+				t.Errorf("device closed %v, disarmed %v; want disarmed %v", dev.closed, dev.disarmed, tc.wantDisarmed)
+			}
+		})
+	}
+}

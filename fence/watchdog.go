@@ -1,6 +1,7 @@
 package fence
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -725,67 +726,161 @@ func (w *Watchdog) rel() string {
 	return (w.o.Clock.Now() - v.at).Round(time.Millisecond).String()
 }
 
-// stop ends Run on SIGTERM. With no guest it revokes the session. With
-// guests it keeps the session (a restart is expected), lists them with
-// their disks in PREFIX/unfenced/HOST (which keeps them from every other
-// host, and from HA restart, until we are back or an operator clears it),
-// and marks the session file stopped so that no new guest starts here.
+// stop ends Run on SIGTERM. It never leaves a guest that may run here both
+// unfenced and unrecorded. Outcomes:
+//   - no domain known here (no QEMU in /proc, no domain key held by the
+//     session, our unfenced record lists none, and each of those could be
+//     read): the session is revoked (its keys vanish at once), the session
+//     file removed, the device disarmed;
+//   - domains known: the session is kept for a restart, they are listed
+//     with their disks in PREFIX/unfenced/HOST (which keeps them from every
+//     other host, and from HA restart, until we are back or an operator
+//     clears it), and only then is the session file marked stopped (no new
+//     guest starts here, and the restart does not fence at the old
+//     deadline); the device keeps counting;
+//   - the record cannot be written before the fence point: fence now (the
+//     session file says fencing, so a restart keeps killing);
+//   - fencing already: one more kill round; the file stays fencing;
+//   - recovering (the last stop's session expired and recover has not
+//     settled the guests yet): every guest our record does not list is
+//     killed (all of them when the record cannot be read); the file stays
+//     as it is, so the next start recovers again.
+//
+// The device is disarmed only when no guest is left running; otherwise it
+// keeps counting (the kernel pings it at close), so that if we are not
+// back in time it resets the machine.
 func (w *Watchdog) stop() error {
 	w.notifier.notify("STOPPING=1")
 	w.active.Store(nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
-	defer cancel()
-	if w.lease == 0 {
-		if w.o.Device != nil {
-			w.o.Device.Close(true)
-		}
-		return nil
+	ctx := context.Background()
+	var noneLeft bool
+	switch {
+	case w.fencing:
+		w.killAll(ctx, "fencing")
+		noneLeft = w.guestsGone
+	case w.recovering:
+		noneLeft = w.stopRecovering(ctx)
+	case w.lease == 0:
+		// No session was ever held by this process, none resumed: no key
+		// of ours names a guest.
+		noneLeft = true
+	default:
+		noneLeft = w.stopHeld(ctx)
 	}
-	gs, err := w.o.Guests.Running(ctx)
-	if err == nil && len(gs) == 0 {
-		if err := w.o.Sessions.Revoke(ctx, w.lease); err != nil {
+	if w.o.Device != nil {
+		w.o.Device.Close(noneLeft)
+	}
+	return nil
+}
+
+// stopHeld is stop with a session held (or resumed, not yet confirmed). It
+// reports whether no guest is left running.
+func (w *Watchdog) stopHeld(ctx context.Context) (noneLeft bool) {
+	// A stop resumed from a clean stop is not fenced at its deadline: its
+	// record stands. Anything else must have its record written before
+	// the fence point, or fence.
+	resumedStopped := w.resumed == lease.SessionStopped
+	bound := 2 * w.o.Config.RenewInterval
+	if !resumedStopped {
+		bound = min(bound, w.deadline.FenceAt(w.o.Config.Margin)-w.o.Clock.Now())
+	}
+	ectx, cancel := context.WithTimeout(ctx, max(bound, 0))
+	defer cancel()
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	gs, rerr := w.o.Guests.Running(ectx)
+	held, herr := w.o.Sessions.Held(ectx, h)
+	prev, _, _, perr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
+	u := unfencedRecord(gs, held, prev, resumedStopped)
+	if rerr == nil && herr == nil && (perr == nil || !resumedStopped) && len(u.Guests) == 0 {
+		if err := w.o.Sessions.Revoke(ectx, w.lease); err != nil {
 			w.o.Log.Warn("could not revoke the session; it expires on its own", "lease", w.lease.String(), "err", err.Error())
 		} else {
 			w.o.Log.Info("no guests: session revoked", "lease", w.lease.String())
 		}
 		os.Remove(w.sessionPath())
-		if w.o.Device != nil {
-			w.o.Device.Close(true)
+		return true
+	}
+	if !resumedStopped {
+		// Until the record is durable, a restart must fence at the old
+		// deadline.
+		w.writeSession(lease.SessionOrphaned)
+	}
+	err := cmp.Or(herr, perr)
+	if err == nil {
+		u.Since = time.Now().UTC().Truncate(time.Second)
+		err = w.o.Sessions.SetUnfenced(ectx, w.o.Host, u)
+	}
+	switch {
+	case err == nil:
+		w.writeSession(lease.SessionStopped)
+		w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
+			"lease", w.lease.String(), "guests", len(u.Guests), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
+		return false
+	case resumedStopped:
+		// The record the last stop wrote still stands, and so does the
+		// session file that says stopped.
+		w.o.Log.Error("stopping again before the session was confirmed, and could not update our unfenced record: it still lists what the last stop left",
+			"err", err.Error())
+		return false
+	}
+	w.fence(ctx, "stopping with guests running, and they could not be recorded as unfenced: "+err.Error())
+	return w.guestsGone
+}
+
+// unfencedRecord lists every domain known to run here: its QEMU is in
+// /proc (gs) or the session holds its key (held); also, while a session
+// resumed from a clean stop is not confirmed alive, every guest the last
+// stop recorded (prev), whose keys may be gone. Each keeps the disks held
+// and recorded before: the record is what keeps them from other hosts.
+func unfencedRecord(gs []Guest, held []lease.DomainStatus, prev lease.Unfenced, withPrev bool) lease.Unfenced {
+	var u lease.Unfenced
+	index := map[string]int{}
+	add := func(uuid, name string, disks []string) {
+		i, ok := index[uuid]
+		if !ok {
+			i = len(u.Guests)
+			index[uuid] = i
+			u.Guests = append(u.Guests, lease.UnfencedGuest{UUID: uuid, Name: name})
 		}
-		return nil
-	}
-	if w.o.Device != nil {
-		// Keep it counting: if we are not back in time, it resets the
-		// machine before the session can expire.
-		w.o.Device.Close(false)
-	}
-	w.writeSession(lease.SessionStopped)
-	if w.fencing {
-		return nil
-	}
-	u := lease.Unfenced{Since: time.Now().UTC().Truncate(time.Second)}
-	held, herr := w.o.Sessions.Held(ctx, lease.Holder{Host: w.o.Host, Lease: w.lease})
-	disks := map[string][]string{}
-	for _, d := range held {
-		disks[d.UUID] = d.Disks
+		for _, d := range disks {
+			if !slices.Contains(u.Guests[i].Disks, d) {
+				u.Guests[i].Disks = append(u.Guests[i].Disks, d)
+			}
+		}
 	}
 	for _, g := range gs {
-		u.Guests = append(u.Guests, lease.UnfencedGuest{UUID: g.UUID, Name: g.Name, Disks: disks[g.UUID]})
+		add(g.UUID, g.Name, nil)
 	}
-	if herr == nil {
-		herr = w.o.Sessions.SetUnfenced(ctx, w.o.Host, u)
+	for _, d := range held {
+		add(d.UUID, d.Name, d.Disks)
 	}
-	if herr != nil {
-		// Without the record the guests are safe only until the lease
-		// expires: the returning watchdog must fence at the old deadline.
-		w.writeSession(lease.SessionOrphaned)
-		w.o.Log.Error("stopping with guests running, and could not record them as unfenced: they are protected only until the session expires",
-			"guests", len(gs), "err", herr.Error(), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
-		return nil
+	for _, g := range prev.Guests {
+		if _, ok := index[g.UUID]; ok || withPrev {
+			add(g.UUID, g.Name, g.Disks)
+		}
 	}
-	w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
-		"lease", w.lease.String(), "guests", len(gs), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
-	return nil
+	return u
+}
+
+// stopRecovering is stop before recover settled the guests: the last
+// stop's session is dead, so a guest our record does not list may run
+// elsewhere too and is killed; the listed ones stay, kept by the record.
+// It reports whether no guest is left running.
+func (w *Watchdog) stopRecovering(ctx context.Context) (noneLeft bool) {
+	ectx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+	defer cancel()
+	u, _, _, uerr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
+	gs, err := w.o.Guests.Running(ectx)
+	var kill []Guest
+	for _, g := range gs {
+		if uerr != nil || !slices.ContainsFunc(u.Guests, func(l lease.UnfencedGuest) bool { return l.UUID == g.UUID }) {
+			kill = append(kill, g)
+		}
+	}
+	survivors := w.kill(ctx, kill, "not kept safe while the watchdog was away")
+	w.o.Log.Warn("stopping before the guests left by the last stop were settled: killed those our unfenced record does not list; the next start settles the rest",
+		"killed", len(kill)-len(survivors), "survivors", len(survivors))
+	return err == nil && len(kill) == len(gs) && len(survivors) == 0
 }
 
 // notifier passes systemd notifications on from a goroutine of its own:
