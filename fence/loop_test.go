@@ -495,3 +495,36 @@ func TestStop(t *testing.T) {
 		})
 	}
 }
+
+// TestUnfencedRecordDeleteRetried: back within the TTL, our unfenced
+// record goes; a delete that fails is tried again at the next renewal, not
+// forgotten (the record would keep its guests from every other host, and
+// from HA restart, for good).
+func TestUnfencedRecordDeleteRetried(t *testing.T) {
+	dir := t.TempDir()
+	s := &memSessions{ttl: 10 * time.Second, rev: 1,
+		unfenced: &lease.Unfenced{Guests: []lease.UnfencedGuest{{UUID: "uuid-vm-1", Name: "vm-1"}}}}
+	var reads atomic.Int32
+	s.getUnfenced = func(context.Context) error {
+		if reads.Add(1) == 1 {
+			return lease.ErrUnavailable
+		}
+		return nil
+	}
+	lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: 7, Boot: "boot",
+		Deadline: int64(5 * time.Second), State: lease.SessionStopped})
+	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
+		Clock: &stepClock{}, Sessions: s, Guests: &listGuests{running: []Guest{{UUID: "uuid-vm-1", Name: "vm-1", PID: 101}}}, Log: discardLog()})
+	w.launch = func(renewal) {}
+	w.resume()
+	ctx := context.Background()
+	w.renewing = 2
+	w.handle(ctx, renewal{id: 7, ttl: 10 * time.Second})
+	if s.unfenced == nil {
+		t.Fatal("the record went although reading it failed")
+	}
+	w.handle(ctx, renewal{id: 7, sent: time.Second, ttl: 10 * time.Second})
+	if s.unfenced != nil {
+		t.Errorf("the record is still there after the next renewal: %+v", s.unfenced)
+	}
+}

@@ -390,6 +390,17 @@ func simulate(t *testing.T, text string) (string, int) {
 		s.now = next
 	}
 	s.logf("end: guests running %v, leases %d", names(s.guestList()), len(s.expires))
+	if w != nil && w.active.Load() != nil && s.unfenced != nil {
+		// A watchdog with a session ok keeps no record of guests that no
+		// longer run here: it would keep them from every other host, and
+		// from HA restart, for good.
+		for _, g := range s.unfenced.Guests {
+			if _, ok := s.guests[g.Name]; !ok {
+				s.violations++
+				s.logf("STALE: our unfenced record still lists %s, which no longer runs here", g.Name)
+			}
+		}
+	}
 	return s.log.String(), s.violations
 }
 
@@ -475,6 +486,15 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 		(*w).stop()
 		s.replies = nil
 		*w = nil
+	case "reboot":
+		// The machine restarts: guests gone, /run (the state directory)
+		// empty, and the watchdog starts afresh.
+		s.guests, s.hidden, s.replies = map[string]int{}, map[string]bool{}, nil
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+		*w = s.newWatchdog(dir)
 	case "crash":
 		// kill -9: gone, nothing written.
 		s.replies = nil

@@ -139,6 +139,8 @@ type Watchdog struct {
 	// ours again under a live session, or dead) and is to be deleted;
 	// retried after every renewal until done.
 	clearRecord bool
+	// heldOnce: this process has held a session.
+	heldOnce bool
 	notifier    notifier
 	// resumed is the state of the session file this process resumed, until
 	// the first renewal settles whether that session is alive.
@@ -491,6 +493,17 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 		old := w.lease
 		w.lease, w.deadline, w.fencing = r.id, d, false
 		w.o.Log.Info("session held", "lease", r.id.String(), "ttl", r.ttl.String(), "previous", old.String())
+		if !w.heldOnce {
+			w.heldOnce = true
+			if w.firstStartThisBoot() {
+				// Our unfenced record, if any, is from an earlier boot:
+				// the guests it lists died with it.
+				w.clearRecord = true
+			}
+			if err := MarkHeldThisBoot(w.o.StateDir); err != nil {
+				w.o.Log.Error("cannot mark that a session was held on this boot", "err", err.Error())
+			}
+		}
 	} else {
 		w.deadline = w.deadline.Later(d)
 	}
@@ -619,8 +632,9 @@ func (w *Watchdog) startClear(ctx context.Context) {
 		return
 	}
 	w.clearing = true
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
 	w.background(func() func() {
-		err := w.clearUnfenced(ctx)
+		err := w.clearUnfenced(ctx, h)
 		return func() {
 			w.clearing = false
 			if err != nil {
@@ -633,15 +647,34 @@ func (w *Watchdog) startClear(ctx context.Context) {
 }
 
 // clearUnfenced deletes our unfenced record, if it has not changed since
-// it was read (a stop may have written a new one meanwhile).
-func (w *Watchdog) clearUnfenced(ctx context.Context) error {
+// it was read (a stop may have written a new one meanwhile). Each guest it
+// lists that runs here is claimed under h first (a no-op when its keys are
+// h's already): until then the record is all that keeps it from other
+// hosts.
+func (w *Watchdog) clearUnfenced(ctx context.Context, h lease.Holder) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
-	_, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
-	if err == nil && ok {
-		err = w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
+	u, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	if err != nil || !ok {
+		return err
 	}
-	return err
+	if len(u.Guests) > 0 {
+		gs, err := w.o.Guests.Running(ctx)
+		if err != nil {
+			return fmt.Errorf("listing the guests it names: %w", err)
+		}
+		for _, g := range gs {
+			i := slices.IndexFunc(u.Guests, func(l lease.UnfencedGuest) bool { return l.UUID == g.UUID })
+			if i < 0 {
+				continue
+			}
+			l := u.Guests[i]
+			if _, err := w.o.Sessions.Claim(ctx, h, lease.Claim{UUID: l.UUID, Name: l.Name, Disks: l.Disks}); err != nil {
+				return fmt.Errorf("claiming %s, which it names and which runs here: %w", l.Name, err)
+			}
+		}
+	}
+	return w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
 }
 
 func (w *Watchdog) writeSession(state lease.SessionState) error {
