@@ -141,7 +141,7 @@ type Watchdog struct {
 	clearRecord bool
 	// heldOnce: this process has held a session.
 	heldOnce bool
-	notifier    notifier
+	notifier notifier
 	// resumed is the state of the session file this process resumed, until
 	// the first renewal settles whether that session is alive.
 	resumed lease.SessionState
