@@ -433,6 +433,9 @@ func TestStop(t *testing.T) {
 		wantDisarmed bool
 	}{
 		{name: "no-guests", state: "held", wantRevoked: true, wantDisarmed: true},
+		// A record left over from a delete that kept failing lists no
+		// guest that runs or is held: it goes with the session.
+		{name: "no-guests-stale-record", state: "held", record: listed, wantRevoked: true, wantDisarmed: true},
 		// The fence sees no QEMU (a blind scan) but the session holds
 		// vm-1's key: not revoked, recorded with its disks.
 		{name: "blind-key-held", state: "held", held: held, wantRecord: listed.Guests},

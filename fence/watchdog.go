@@ -822,9 +822,16 @@ func (w *Watchdog) stopHeld(ctx context.Context) (noneLeft bool) {
 	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
 	gs, rerr := w.o.Guests.Running(ectx)
 	held, herr := w.o.Sessions.Held(ectx, h)
-	prev, _, _, perr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
+	prev, rev, hasPrev, perr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
 	u := unfencedRecord(gs, held, prev, resumedStopped)
 	if rerr == nil && herr == nil && (perr == nil || !resumedStopped) && len(u.Guests) == 0 {
+		if hasPrev {
+			// Left over (a delete that kept failing): none of its guests
+			// runs here, and nothing else would delete it.
+			if err := w.o.Sessions.ClearUnfenced(ectx, w.o.Host, rev); err != nil {
+				w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+			}
+		}
 		if err := w.o.Sessions.Revoke(ectx, w.lease); err != nil {
 			w.o.Log.Warn("could not revoke the session; it expires on its own", "lease", w.lease.String(), "err", err.Error())
 		} else {
