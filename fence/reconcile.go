@@ -185,7 +185,9 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		if now.Sub(first) < o.Grace {
 			continue
 		}
-		if n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, nil); err == nil && n > 0 {
+		// Only keys as Holdings saw them, before State said inactive: a
+		// start since then wrote them again and keeps them.
+		if n, err := w.o.Sessions.ReleaseStale(ctx, h, d); err == nil && n > 0 {
 			w.o.Log.Info("reconcile: released the keys of a domain that is not running here", "domain", d.Name, "uuid", d.UUID, "keys", n)
 			w.o.Metrics.Reconciled("release")
 			delete(inactiveSince, d.UUID)

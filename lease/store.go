@@ -59,7 +59,7 @@ type Claim struct {
 
 // ClaimResult says what a successful Claim did.
 type ClaimResult struct {
-	Written int // keys written by this claim (0: all were mine already)
+	Written int // keys this claim took (0: all were mine already)
 	// Pending counts keys left to an incoming migration's source: they
 	// become ours at its hand-off (0 when every key is ours).
 	Pending  int
@@ -69,7 +69,9 @@ type ClaimResult struct {
 // Claim takes the domain key and every disk key of c for h, all or nothing.
 //
 // Outcomes:
-//   - nil: every key now names h (idempotent: keys already mine are left as they are);
+//   - nil: every key now names h (idempotent: keys already mine are
+//     left as they are, but for a start (c.Start), which writes them
+//     again with a fresh since);
 //   - *HeldError: a key is held by another host or another domain; nothing was written;
 //   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
 //   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
@@ -101,11 +103,22 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		}
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
+		written := 0
 		since := s.now().UTC().Truncate(time.Second)
 		for i, k := range keys {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", state.modRev[i]))
-			if state.recs[i] != nil || slices.Contains(state.keep, i) {
-				continue // mine already, or the migration source's (check refused anything else)
+			if slices.Contains(state.keep, i) {
+				continue // the migration source's (check refused anything else)
+			}
+			if state.recs[i] != nil && !c.Start {
+				continue // mine already: an adoption leaves it as it is
+			}
+			// A start rewrites keys that are mine already (stale ones of
+			// an earlier run), so their ModRevision moves: a release of
+			// stale keys that looked before this start (ReleaseStale)
+			// then leaves them alone.
+			if state.recs[i] == nil {
+				written++
 			}
 			rec := Record{Host: h.Host, UUID: c.UUID, Name: c.Name, Lease: h.Lease, Since: since}
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
@@ -140,11 +153,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			return ClaimResult{}, s.wrap(err, "claiming domain "+c.Name)
 		}
 		if resp.Succeeded {
-			n := len(puts)
-			if c.Intent != nil {
-				n--
-			}
-			return ClaimResult{Written: n, Pending: len(state.keep), Revision: resp.Header.Revision}, nil
+			return ClaimResult{Written: written, Pending: len(state.keep), Revision: resp.Header.Revision}, nil
 		}
 		// Else ran the reads: decide again from what is there now.
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
@@ -349,6 +358,28 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 // intent, when not nil, is written to PREFIX/intents/UUID in the same Txn,
 // and only if at least the domain key was mine (a clean stop of an HA guest).
 func (s *Store) Release(ctx context.Context, h Holder, uuid string, disks []string, intent *Intent) (int, error) {
+	return s.release(ctx, h, uuid, disks, intent, 0)
+}
+
+// ReleaseStale is Release for the keys of a domain that h's Holdings
+// listed as d and that libvirt then reported inactive here: keys written
+// since Holdings read them are left alone. A start between that look and
+// this release writes every key of the domain again (Claim with Start), so
+// its keys survive; without it the release would delete the keys of a
+// guest that just started, and another host could start it too.
+//
+// Outcomes: as Release; keys claimed again since d was read are kept and
+// not counted.
+func (s *Store) ReleaseStale(ctx context.Context, h Holder, d DomainStatus) (int, error) {
+	if d.Revision == 0 {
+		return 0, fmt.Errorf("releasing domain %s: no revision to compare against (not listed by Holdings)", d.UUID)
+	}
+	return s.release(ctx, h, d.UUID, d.Disks, nil, d.Revision)
+}
+
+// release is Release that, when notAfter is not 0, deletes only keys last
+// written at or before revision notAfter.
+func (s *Store) release(ctx context.Context, h Holder, uuid string, disks []string, intent *Intent, notAfter int64) (int, error) {
 	keys := s.claimKeys(uuid, disks)
 	ops := make([]clientv3.Op, len(keys))
 	for i, k := range keys {
@@ -370,6 +401,9 @@ func (s *Store) Release(ctx context.Context, h Holder, uuid string, disks []stri
 			rec, err := decode[Record](k.key, kvs[0].Value)
 			if err != nil || !rec.heldBy(h, uuid) || ID(kvs[0].Lease) != h.Lease {
 				continue
+			}
+			if notAfter != 0 && kvs[0].ModRevision > notAfter {
+				continue // claimed again since the caller looked
 			}
 			domainMine = domainMine || i == 0
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", kvs[0].ModRevision))
