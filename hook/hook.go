@@ -72,7 +72,7 @@ func Code(err error) int {
 type Claims interface {
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
-	Holding(ctx context.Context, uuid string) (*lease.Record, error)
+	Check(ctx context.Context, h lease.Holder, c lease.Claim) error
 	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string, disks []string) (string, error)
 	HandOff(ctx context.Context, src lease.Holder, uuid, name string, disks []string) (bool, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
@@ -208,7 +208,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	claims, err := h.Connect(ctx)
 	if err != nil {
 		writeMarker(refused, err.Error())
-		return &Error{Code: ExitUsage, Err: err}
+		return connectError("cannot start "+dom.Name, err)
 	}
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
 	if from, ok := h.incoming(dom.UUID); ok {
@@ -260,19 +260,67 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	return nil
 }
 
-// checkUnprotected lets an opted-out domain start unless another host holds
-// a live claim on it. With etcd unreachable it starts anyway: the operator
-// opted this domain out of protection.
+// connectError is the exit for a failed Connect on a start: 3 when etcd
+// did not answer (a login that timed out), 2 for the config's problems
+// (TLS files, credentials).
+// what is the refusal's start ("cannot start web1").
+func connectError(what string, err error) error {
+	if errors.Is(err, lease.ErrUnavailable) {
+		return &Error{Code: ExitUnavailable, Err: fmt.Errorf("%s: etcd did not answer, so this host cannot tell whether another runs it: %w", what, err)}
+	}
+	return &Error{Code: ExitUsage, Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+// checkUnprotected lets an opted-out domain (mode="off") start unless
+// that would be over another's claim: the domain or one of its writable
+// disks held by another host or another domain, a migration of it or of
+// one of its disks, or an unfenced record listing it or one of its disks.
+// It claims nothing, writes nothing and needs no session. Like every
+// start it fails closed: when etcd cannot answer, the start is refused
+// (exit 3), because a copied XML with mode="off" would otherwise write a
+// protected guest's disk. The decision is the claim's own (lease.Store.Check).
 func (h *Hook) checkUnprotected(ctx context.Context, dom Domain) error {
 	claims, err := h.Connect(ctx)
 	if err != nil {
-		return nil
+		return connectError("cannot start "+dom.Name, err)
 	}
-	rec, err := claims.Holding(ctx, dom.UUID)
-	if err != nil || rec == nil || rec.Host == h.Config.Host {
-		return nil
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true, Unprotected: true}
+	return startError(dom.Name, claims.Check(ctx, lease.Holder{Host: h.Config.Host}, c))
+}
+
+// startError says why a start (or a check of one) was refused.
+func startError(name string, err error) error {
+	if errors.Is(err, lease.ErrUnavailable) {
+		return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", name, err)
 	}
-	return &lease.HeldError{Key: "domains/" + dom.UUID, Want: dom.Name, Held: *rec}
+	return err
+}
+
+// Check answers "would a start of dom here be allowed now?" with the
+// decision prepare would make, and changes nothing: no claim, no intent,
+// no marker, no incoming migration consumed.
+//
+// Outcomes: nil (allowed now; a start may still lose a race); an error
+// whose Code is ExitRefused (held elsewhere, no live session, shutting
+// down, draining, …), ExitUsage (config) or ExitUnavailable (etcd did not
+// answer).
+func (h *Hook) Check(ctx context.Context, dom Domain) error {
+	if dom.Mode == ModeOff {
+		return h.checkUnprotected(ctx, dom)
+	}
+	s, err := h.session()
+	if err != nil {
+		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
+	}
+	if _, err := os.Stat(filepath.Join(h.Config.StateDir, "shutdown")); err == nil {
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("host %s is shutting down; refusing to start %s here", h.Config.Host, dom.Name)}
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return connectError("cannot start "+dom.Name, err)
+	}
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	return startError(dom.Name, claims.Check(ctx, s.Holder(), c))
 }
 
 func (h *Hook) started(stdin io.Reader) error {
@@ -387,7 +435,7 @@ func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
 	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
-		return &Error{Code: ExitUsage, Err: err}
+		return connectError("cannot migrate "+dom.Name+" here", err)
 	}
 	from, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs())
 	if err != nil {

@@ -18,7 +18,8 @@ import (
 type fakeClaims struct {
 	claimErr   error
 	releaseErr error
-	holding    *lease.Record
+	checkErr   error
+	checks     []lease.Claim
 	claims     []lease.Claim
 	releases   []*lease.Intent
 	onClaim    func() // runs while the claim is "in flight"
@@ -42,7 +43,10 @@ func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []st
 	return 1, f.releaseErr
 }
 
-func (f *fakeClaims) Holding(context.Context, string) (*lease.Record, error) { return f.holding, nil }
+func (f *fakeClaims) Check(_ context.Context, _ lease.Holder, c lease.Claim) error {
+	f.checks = append(f.checks, c)
+	return f.checkErr
+}
 
 func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string, []string) (string, error) {
 	return f.migrateFrom, f.migrateErr
@@ -134,10 +138,12 @@ func TestPrepare(t *testing.T) {
 		{"bad XML", "", nil, ExitUsage, "domain XML", false, false},
 		{"bogus mode", "mode-bogus.xml", nil, ExitUsage, "mode", false, false},
 		{"opt-out, nobody holds it", "mode-off.xml", func(e *env) { e.noSess = true }, ExitOK, "", false, false},
-		{"opt-out, held elsewhere", "mode-off.xml", func(e *env) {
-			e.claims.holding = &lease.Record{Host: "host-b", Name: "vm-off", UUID: "u"}
-		}, ExitRefused, "host-b", false, false},
-		{"opt-out, etcd down: starts (not protected by choice)", "mode-off.xml", func(e *env) { e.dialErr = unavailable }, ExitOK, "", false, false},
+		{"opt-out, held elsewhere", "mode-off.xml", func(e *env) { e.claims.checkErr = held() }, ExitRefused, "host-b", false, false},
+		{"opt-out, etcd down at login: refused, fail closed", "mode-off.xml", func(e *env) { e.dialErr = unavailable }, ExitUnavailable, "etcd did not answer", false, false},
+		{"opt-out, etcd down at the check: refused, fail closed", "mode-off.xml", func(e *env) { e.claims.checkErr = unavailable }, ExitUnavailable, "etcd did not answer", false, false},
+		{"opt-out, bad etcd config", "mode-off.xml", func(e *env) { e.dialErr = errors.New("reading password file: no such file") }, ExitUsage, "password", false, false},
+		{"login timed out: exit 3", "rbd-auth-hosts.xml", func(e *env) { e.dialErr = unavailable }, ExitUnavailable, "etcd did not answer", false, true},
+		{"bad etcd credentials: exit 2", "rbd-auth-hosts.xml", func(e *env) { e.dialErr = errors.New("authentication failed") }, ExitUsage, "authentication failed", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -571,4 +577,74 @@ func TestReleaseEndAfterStoppedEndIsLocal(t *testing.T) {
 	if len(e.claims.releases) != releases+1 {
 		t.Fatalf("release end after a failed stopped end did not release")
 	}
+}
+
+// mode="off" runs the claim's own check (domain and disk keys, migration
+// and unfenced records) without a session and without claiming.
+func TestOptOutChecksDisks(t *testing.T) {
+	e := newEnv(t)
+	e.noSess = true
+	err := e.hook(t).Run(context.Background(), []string{"vm-off", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "mode-off.xml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.claims.claims) != 0 || len(e.claims.checks) != 1 {
+		t.Fatalf("claims %d checks %d, want 0 and 1", len(e.claims.claims), len(e.claims.checks))
+	}
+	c := e.claims.checks[0]
+	if !c.Unprotected || !c.Start || len(c.Disks) != 1 {
+		t.Errorf("checked %+v: want an unprotected start with its disk", c)
+	}
+}
+
+// Check is prepare's decision without its effects: no claim, no marker,
+// an incoming migration's marker left for the real prepare.
+func TestCheckIsReadOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		setup    func(e *env)
+		wantCode int
+	}{
+		{"allowed", nil, ExitOK},
+		{"held elsewhere", func(e *env) { e.claims.checkErr = held() }, ExitRefused},
+		{"etcd down", func(e *env) { e.claims.checkErr = fmt.Errorf("x: %w", lease.ErrUnavailable) }, ExitUnavailable},
+		{"no session", func(e *env) { e.noSess = true }, ExitRefused},
+		{"shutting down", func(e *env) { os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("stop\n"), 0o644) }, ExitRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if tc.setup != nil {
+				tc.setup(e)
+			}
+			dom, err := ParseDomain(fixture(t, "mode-ha-hosts.xml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeMarker(filepath.Join(e.dir, "incoming", dom.UUID), "host-b")
+			h := e.hook(t)
+			before := markers(t, e.dir)
+			err = h.Check(context.Background(), dom)
+			if got := Code(err); got != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", got, err, tc.wantCode)
+			}
+			if len(e.claims.claims) != 0 {
+				t.Errorf("Check claimed: %+v", e.claims.claims)
+			}
+			if after := markers(t, e.dir); after != before {
+				t.Errorf("Check changed the markers:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+}
+
+// markers lists the files under dir but the session file.
+func markers(t *testing.T, dir string) string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != "session" {
+			out = append(out, strings.TrimPrefix(p, dir))
+		}
+		return nil
+	})
+	return strings.Join(out, "\n")
 }

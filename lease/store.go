@@ -55,6 +55,11 @@ type Claim struct {
 	// keys it holds for this domain are accepted (and left to it until the
 	// hand-off) provided PREFIX/migrations/UUID records from it to us.
 	IncomingFrom string
+	// Unprotected is a domain with mode="off": it claims nothing and
+	// needs no session, but is still refused over another's claim (any
+	// key held by another host or another domain, a migration, an
+	// unfenced record). Only Check takes it.
+	Unprotected bool
 }
 
 // ClaimResult says what a successful Claim did.
@@ -83,10 +88,12 @@ type ClaimResult struct {
 // lease. The write's Else branch reads the keys again, so a lost race costs
 // no extra round trip.
 func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
-	keys := s.claimKeys(c.UUID, c.Disks)
-	if len(keys)-1 > MaxClaimDisks {
-		return ClaimResult{}, fmt.Errorf("lease: domain %s has %d writable shared disks; one claim holds at most %d (a domain and its disks are claimed in one etcd transaction, and etcd takes at most 128 operations in one by default)",
-			c.Name, len(keys)-1, MaxClaimDisks)
+	if c.Unprotected {
+		return ClaimResult{}, fmt.Errorf("lease: domain %s is not protected (mode=\"off\"): it is checked, never claimed", c.Name)
+	}
+	keys, err := s.claimKeysOf(c)
+	if err != nil {
+		return ClaimResult{}, err
 	}
 	reads := s.claimReads(h, keys)
 	resp, err := s.readClaim(ctx, reads)
@@ -94,11 +101,8 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		return ClaimResult{}, s.wrap(err, "reading the claim of domain "+c.Name)
 	}
 	for range retries {
-		state, err := s.readClaimState(h, keys, resp.Responses)
+		state, err := s.decide(h, keys, c, resp.Responses)
 		if err != nil {
-			return ClaimResult{}, err
-		}
-		if err := state.check(s.keys, h, c); err != nil {
 			return ClaimResult{}, err
 		}
 		var cmps []clientv3.Cmp
@@ -159,6 +163,47 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
 	}
 	return ClaimResult{}, fmt.Errorf("claiming domain %s: %w", c.Name, ErrConflict)
+}
+
+// Check decides c for h as Claim would, from one read of the same keys at
+// one revision, and writes nothing: "would this start be allowed now?".
+// A Claim right after may still be refused (the keys can change in
+// between); a Check never takes anything.
+//
+// Outcomes: as Claim (nil: Claim would succeed now; *HeldError;
+// ErrNoSession; ErrUnavailable, wrapped), but never ErrConflict. For
+// c.Unprotected (mode="off") h needs no session: only h.Host is used.
+func (s *Store) Check(ctx context.Context, h Holder, c Claim) error {
+	keys, err := s.claimKeysOf(c)
+	if err != nil {
+		return err
+	}
+	resp, err := s.readClaim(ctx, s.claimReads(h, keys))
+	if err != nil {
+		return s.wrap(err, "reading the claim of domain "+c.Name)
+	}
+	_, err = s.decide(h, keys, c, resp.Responses)
+	return err
+}
+
+// decide is the one decision of Claim and Check over one read of the
+// claim's keys (claimReads).
+func (s *Store) decide(h Holder, keys []claimKey, c Claim, rs []*etcdserverpb.ResponseOp) (claimState, error) {
+	st, err := s.readClaimState(h, keys, rs)
+	if err != nil {
+		return st, err
+	}
+	return st, st.check(s.keys, h, c)
+}
+
+// claimKeysOf is claimKeys for c, within what one Txn takes.
+func (s *Store) claimKeysOf(c Claim) ([]claimKey, error) {
+	keys := s.claimKeys(c.UUID, c.Disks)
+	if len(keys)-1 > MaxClaimDisks {
+		return nil, fmt.Errorf("lease: domain %s has %d writable shared disks; one claim holds at most %d (a domain and its disks are claimed in one etcd transaction, and etcd takes at most 128 operations in one by default)",
+			c.Name, len(keys)-1, MaxClaimDisks)
+	}
+	return keys, nil
 }
 
 type claimKey struct {
@@ -286,11 +331,14 @@ func drainedBy(d *Drain) string {
 
 // check refuses the claim unless every key is absent or mine and h may start
 // guests. On success it leaves in st.recs only the records that are mine.
+//
+// An unprotected domain (mode="off") needs no session and ignores drain:
+// it only must not start over another's claim.
 func (st *claimState) check(keys Keys, h Holder, c Claim) error {
-	if st.host == nil || ID(st.host.Lease) != h.Lease {
+	if !c.Unprotected && (st.host == nil || ID(st.host.Lease) != h.Lease) {
 		return fmt.Errorf("%w: %s is missing or on another lease", ErrNoSession, keys.Host(h.Host))
 	}
-	if c.Start && st.drain != nil {
+	if c.Start && st.drain != nil && !c.Unprotected {
 		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
 			Why: fmt.Sprintf("host %s is draining since %s%s and takes no new guests (virtlease undrain --host %s ends it)",
 				h.Host, st.drain.Since.UTC().Format(time.RFC3339), drainedBy(st.drain), h.Host)}
@@ -322,6 +370,11 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 			// The source's, until it hands the keys over.
 			st.recs[i] = nil
 			st.keep = append(st.keep, i)
+			continue
+		}
+		if c.Unprotected && rec.Host == h.Host && rec.UUID == c.UUID {
+			// This host's own (stale) claim of this domain: not another's.
+			st.recs[i] = nil
 			continue
 		}
 		if !rec.heldBy(h, c.UUID) {
