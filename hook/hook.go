@@ -154,7 +154,8 @@ const maxRecordedXML = 64 << 10
 // Compiled on first use, not at package init: every hook call starts this
 // binary, and only an HA prepare needs it.
 var passwdAttr = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
+	// XML allows whitespace around "=".
+	return regexp.MustCompile(`\s+(passwd|passwdValidTo)\s*=\s*("[^"]*"|'[^']*')`)
 })
 
 // recordableXML is the domain XML to keep with an HA intent, for hosts

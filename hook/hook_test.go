@@ -452,13 +452,19 @@ func TestMigration(t *testing.T) {
 }
 
 func TestRecordableXML(t *testing.T) {
-	in := `<domain><devices><graphics type='vnc' port='-1' passwd='s3cret' passwdValidTo="2026-01-01T00:00:00"/></devices></domain>`
-	got := recordableXML([]byte(in))
-	if strings.Contains(got, "s3cret") || strings.Contains(got, "passwd") {
-		t.Fatalf("a password reached the recorded XML: %s", got)
-	}
-	if !strings.Contains(got, "<graphics type='vnc' port='-1'/>") {
-		t.Fatalf("the rest of the XML changed: %s", got)
+	for _, in := range []string{
+		`<domain><devices><graphics type='vnc' port='-1' passwd='s3cret' passwdValidTo="2026-01-01T00:00:00"/></devices></domain>`,
+		// Whitespace around "=" is legal XML.
+		`<domain><devices><graphics type='vnc' port='-1' passwd = 's3cret' passwdValidTo` + "\n\t=\n" + `"2026-01-01T00:00:00"/></devices></domain>`,
+		"<domain><devices><graphics type='vnc' port='-1'\n  passwd=\"s3cret\"/></devices></domain>",
+	} {
+		got := recordableXML([]byte(in))
+		if strings.Contains(got, "s3cret") || strings.Contains(got, "passwd") {
+			t.Fatalf("a password reached the recorded XML: %s", got)
+		}
+		if !strings.Contains(got, "<graphics type='vnc' port='-1'/>") {
+			t.Fatalf("the rest of the XML changed: %s", got)
+		}
 	}
 	if recordableXML(make([]byte, maxRecordedXML+1)) != "" {
 		t.Fatal("an oversized XML was recorded")
