@@ -232,11 +232,15 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	fenceIn := time.Duration(s.Deadline) - h.Config.Margin - h.BootNow()
 	cctx, cancel := context.WithTimeout(ctx, fenceIn)
 	_, err = claims.Claim(cctx, s.Holder(), c)
+	fenceDue := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if err != nil {
 		// Record that nothing is ours, so that the stopped/release calls
 		// libvirt makes next answer at once, even with etcd down.
 		writeMarker(refused, err.Error())
+		if fenceDue {
+			return fmt.Errorf("cannot start %s: this host's session reached its fence point (deadline minus fence.margin) before etcd answered the claim: %w (%v)", dom.Name, lease.ErrNoLiveSession, err)
+		}
 		if errors.Is(err, lease.ErrUnavailable) {
 			return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", dom.Name, err)
 		}

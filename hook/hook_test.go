@@ -23,6 +23,7 @@ type fakeClaims struct {
 	claims     []lease.Claim
 	releases   []*lease.Intent
 	onClaim    func() // runs while the claim is "in flight"
+	claimHangs bool   // the claim waits for its context to end
 	// migration
 	migrateFrom string
 	migrateErr  error
@@ -30,10 +31,14 @@ type fakeClaims struct {
 	dropped     int
 }
 
-func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
+func (f *fakeClaims) Claim(ctx context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
 	f.claims = append(f.claims, c)
 	if f.onClaim != nil {
 		f.onClaim()
+	}
+	if f.claimHangs {
+		<-ctx.Done()
+		return lease.ClaimResult{}, fmt.Errorf("claiming: %w (no answer before the deadline)", lease.ErrUnavailable)
 	}
 	return lease.ClaimResult{}, f.claimErr
 }
@@ -126,6 +131,10 @@ func TestPrepare(t *testing.T) {
 		{"claimed", "rbd-auth-hosts.xml", nil, ExitOK, "", true, false},
 		{"held elsewhere", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = held() }, ExitRefused, "is running on host host-b", true, true},
 		{"etcd unavailable", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = unavailable }, ExitUnavailable, "etcd did not answer", true, true},
+		{"fence point passes during the claim", "rbd-auth-hosts.xml", func(e *env) {
+			e.now = 106*time.Second + 990*time.Millisecond // 10ms before deadline minus margin
+			e.claims.claimHangs = true
+		}, ExitRefused, "fence point", true, true},
 		{"no session file", "rbd-auth-hosts.xml", func(e *env) { e.noSess = true }, ExitRefused, "is virtlease-watchdog running?", false, true},
 		{"session past fence point", "rbd-auth-hosts.xml", func(e *env) { e.now = 107 * time.Second }, ExitRefused, "too old", false, true},
 		{"session fencing", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.State = lease.SessionFencing }, ExitRefused, "fencing", false, true},
