@@ -101,6 +101,23 @@ type Hook struct {
 	// and lease.BootID in production).
 	BootNow func() time.Duration
 	BootID  func() (string, error)
+	// Warnings, when not nil, gets one line per claimed disk whose ID may
+	// not name the same storage on other hosts (a /dev/sdX-style name, a
+	// local socket): the claim then protects nothing across hosts, and the
+	// operator should know. libvirt logs the hook's stderr.
+	Warnings io.Writer
+}
+
+// warn writes dom's disk warnings to h.Warnings.
+func (h *Hook) warn(dom Domain) {
+	if h.Warnings == nil {
+		return
+	}
+	for _, d := range dom.Disks {
+		if d.Warning != "" {
+			fmt.Fprintf(h.Warnings, "virtlease: warning: domain %s disk %s (%s): %s\n", dom.Name, d.Target, d.ID, d.Warning)
+		}
+	}
 }
 
 // maxXML bounds what we read from libvirt; real domain XMLs are a few KiB.
@@ -193,6 +210,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	if err != nil {
 		return &Error{Code: ExitUsage, Err: err}
 	}
+	h.warn(dom)
 	if dom.Mode == ModeOff {
 		return h.checkUnprotected(ctx, dom)
 	}
@@ -310,6 +328,7 @@ func startError(name string, err error) error {
 // down, draining, …), ExitUsage (config) or ExitUnavailable (etcd did not
 // answer).
 func (h *Hook) Check(ctx context.Context, dom Domain) error {
+	h.warn(dom)
 	if dom.Mode == ModeOff {
 		return h.checkUnprotected(ctx, dom)
 	}

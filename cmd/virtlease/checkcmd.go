@@ -84,7 +84,9 @@ func runCheck(ctx context.Context, cfg Config, stateDir, domain, xmlFile string,
 	defer cancel()
 	conn := &etcdConn{cfg: cfg}
 	defer conn.close()
-	if err := newHook(cfg, stateDir, conn).Check(ctx, dom); err != nil {
+	h := newHook(cfg, stateDir, conn)
+	h.Warnings = stdout
+	if err := h.Check(ctx, dom); err != nil {
 		return exit(hook.Code(err), err)
 	}
 	fmt.Fprintf(stdout, "allowed: %s (%s) may start on host %s now\n", dom.Name, dom.UUID, cfg.Host)
