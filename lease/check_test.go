@@ -93,3 +93,30 @@ func TestCheck(t *testing.T) {
 		t.Errorf("refusal is %T, want *HeldError", err)
 	}
 }
+
+// One unreadable unfenced record refuses every start (it may list a guest
+// still running there) with a line that says how to end it, and the
+// operator's release --force --host can clear it.
+func TestUnreadableUnfencedRecord(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a := session(t, s, "host-a")
+	ctx := testCtx(t)
+	if _, err := cli.Put(ctx, s.keys.Unfenced("host-z"), "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	c := vm("a6666666-6666-6666-6666-666666666666", "web6", "rbd/p/web6")
+	if _, err := s.Claim(ctx, a, c); err == nil || !strings.Contains(err.Error(), "virtlease release --force --host host-z") {
+		t.Fatalf("claim next to an unreadable unfenced record: %v", err)
+	}
+	plan, err := s.PlanClearUnfenced(ctx, "host-z")
+	if err != nil {
+		t.Fatalf("planning to clear it: %v", err)
+	}
+	if _, _, err := s.Apply(ctx, plan, "test", false); err != nil {
+		t.Fatalf("clearing it: %v", err)
+	}
+	if _, err := s.Claim(ctx, a, c); err != nil {
+		t.Fatalf("claim once it is cleared: %v", err)
+	}
+}

@@ -298,14 +298,18 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 	for _, kv := range rs[len(keys)+2].GetResponseRange().Kvs {
 		u, err := decode[Unfenced](string(kv.Key), kv.Value)
 		if err != nil {
-			return st, err
+			// It may list a guest still running on that host, and says
+			// nothing of which: every start must wait for an operator.
+			return st, fmt.Errorf("%w; no host starts guests while it is unreadable, since it may list guests still running on host %s: once that host is known to be down, virtlease release --force --host %s deletes it",
+				err, s.keys.Name(string(kv.Key)), s.keys.Name(string(kv.Key)))
 		}
 		st.unfenced[s.keys.Name(string(kv.Key))] = u
 	}
 	for _, kv := range rs[len(keys)+3].GetResponseRange().Kvs {
 		m, err := decode[Migration](string(kv.Key), kv.Value)
 		if err != nil {
-			return st, err
+			return st, fmt.Errorf("%w; no host starts guests while it is unreadable, since it may list disks of a migration in flight: inspect it with etcdctl get %s and delete it once no migration of domain %s runs",
+				err, kv.Key, s.keys.Name(string(kv.Key)))
 		}
 		if string(kv.Key) == s.keys.Migration(s.keys.Name(keys[0].key)) {
 			st.mig, st.migRev = &m, kv.ModRevision
