@@ -101,10 +101,12 @@ type Hook struct {
 	// and lease.BootID in production).
 	BootNow func() time.Duration
 	BootID  func() (string, error)
-	// Warnings, when not nil, gets one line per claimed disk whose ID may
-	// not name the same storage on other hosts (a /dev/sdX-style name, a
-	// local socket): the claim then protects nothing across hosts, and the
-	// operator should know. libvirt logs the hook's stderr.
+	// Warnings, when not nil, gets from Check one line per claimed disk
+	// whose ID may not name the same storage on other hosts (a
+	// /dev/sdX-style name, a local socket): the claim then protects
+	// nothing across hosts, and the operator should know. The libvirt
+	// calls write none: libvirt shows the hook's stderr only for a failed
+	// call, as the one line of its error.
 	Warnings io.Writer
 }
 
@@ -210,7 +212,6 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	if err != nil {
 		return &Error{Code: ExitUsage, Err: err}
 	}
-	h.warn(dom)
 	if dom.Mode == ModeOff {
 		return h.checkUnprotected(ctx, dom)
 	}

@@ -664,14 +664,18 @@ func markers(t *testing.T, dir string) string {
 	return strings.Join(out, "\n")
 }
 
-// A disk named in a host-local way (/dev/sdb) is claimed, and the operator
-// is told that the claim may protect nothing across hosts.
-func TestPrepareWarnsHostLocalDisk(t *testing.T) {
+// A disk named in a host-local way (/dev/sdb) is claimed, and the check
+// tells the operator that the claim may protect nothing across hosts.
+func TestCheckWarnsHostLocalDisk(t *testing.T) {
 	e := newEnv(t)
 	h := e.hook(t)
 	var w bytes.Buffer
 	h.Warnings = &w
-	if err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "block-sdb.xml"))); err != nil {
+	dom, err := ParseDomain(fixture(t, "block-sdb.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Check(context.Background(), dom); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(w.String(), "warning") || !strings.Contains(w.String(), "/dev/sdb") || strings.Count(w.String(), "\n") != 2 {

@@ -50,9 +50,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 	defer cancel()
 	conn := &etcdConn{cfg: cfg}
 	defer conn.close()
-	h := newHook(cfg, stateDir, conn)
-	h.Warnings = stderr
-	return runHookCall(ctx, h, call, strict, timeout, args, stdin, stderr)
+	return runHookCall(ctx, newHook(cfg, stateDir, conn), call, strict, timeout, args, stdin, stderr)
 }
 
 // runHookCall runs h on args within timeout (ctx ends earlier) and
