@@ -286,8 +286,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 
 // connectError is the exit for a failed Connect on a start: 3 when etcd
 // did not answer (a login that timed out), 2 for the config's problems
-// (TLS files, credentials).
-// what is the refusal's start ("cannot start web1").
+// (TLS files, credentials). what begins the message ("cannot start web1").
 func connectError(what string, err error) error {
 	if errors.Is(err, lease.ErrUnavailable) {
 		return &Error{Code: ExitUnavailable, Err: fmt.Errorf("%s: etcd did not answer, so this host cannot tell whether another runs it: %w", what, err)}
