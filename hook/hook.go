@@ -8,7 +8,9 @@
 //   - prepare begin fails closed: anything uncertain (no live session, etcd
 //     unreachable, bad XML, bad config) refuses the start;
 //   - reconnect begin fails open: only a key held by another host fails it
-//     (libvirt then kills the guest, which is right); anything else exits 0,
+//     (libvirt then kills the guest, which is right), unless the guest came
+//     in by a live migration the source has not handed over yet; anything
+//     else exits 0,
 //     because failing there kills healthy guests and fencing is the
 //     watchdog's job;
 //   - stopped/release end never fail: the QEMU is gone already.

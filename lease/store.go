@@ -78,6 +78,9 @@ type ClaimResult struct {
 // Outcomes:
 //   - nil: every key now names h (idempotent: keys already mine are left as they are);
 //   - *HeldError: a key is held by another host or another domain; nothing was written;
+//   - *HeldError matching ErrNotIncoming: c.IncomingFrom names a migration etcd
+//     does not record (not from that host, not to h on h's lease, or another
+//     record than c.IncomingRev); nothing was written;
 //   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
 //   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
 //   - ErrConflict: the keys kept changing through every retry.
