@@ -128,7 +128,7 @@ func (c *campaign) drawFault(rng *rand.Rand, cycle int) *fault {
 	case "mig-watchdog-stop":
 		// back before the stand-in watchdog device fires (ttl − 2 ×
 		// renew − 1 s): a restart, not a reset
-		f.Hold = u(200*time.Millisecond, 2500*time.Millisecond)
+		f.Hold = u(200*time.Millisecond, 1500*time.Millisecond)
 	case "mig-libvirtd-restart":
 		f.Hold = u(200*time.Millisecond, 3*time.Second)
 	case "crash-all":

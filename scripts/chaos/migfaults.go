@@ -99,7 +99,11 @@ func (c *campaign) injectMigration(f *fault, fail func(error)) {
 		c.event("FAULT %s: migrating %s %s→%s; stop %s's watchdog (SIGTERM, the %s) for %s", f.Kind, d.Name, src, dst, side, role, f.Hold)
 		fail(l.mustSh(30*time.Second, "stop-watchdog", side))
 		time.Sleep(f.Hold)
-		fail(c.boot(side))
+		// as systemd restarts it: at once (lab.sh boot looks at every
+		// daemon first, and the stand-in device would fire meanwhile)
+		if err := l.mustSh(60*time.Second, "start-watchdog", side); err != nil {
+			fail(c.boot(side))
+		}
 	case "mig-libvirtd-restart":
 		c.event("FAULT %s: migrating %s %s→%s; restart %s's libvirtd (the %s), down for %s", f.Kind, d.Name, src, dst, side, role, f.Hold)
 		fail(signal(l.libvirtdPIDs(side), syscall.SIGTERM))
