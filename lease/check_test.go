@@ -33,7 +33,7 @@ func TestCheck(t *testing.T) {
 	if _, err := s.Claim(ctx, b, vm(migUUID, "moving", "rbd/p/moving")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RecordMigration(ctx, a, migUUID, "moving", []string{"rbd/p/moving"}); err != nil {
+	if _, _, err := s.RecordMigration(ctx, a, migUUID, "moving", []string{"rbd/p/moving"}); err != nil {
 		t.Fatal(err)
 	}
 	u := Unfenced{Since: time.Now(), Guests: []UnfencedGuest{{UUID: unfUUID, Name: "mail", Disks: []string{"rbd/p/mail"}}}}

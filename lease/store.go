@@ -53,8 +53,15 @@ type Claim struct {
 	Start bool
 	// IncomingFrom is the source host of a live migration to this host:
 	// keys it holds for this domain are accepted (and left to it until the
-	// hand-off) provided PREFIX/migrations/UUID records from it to us.
+	// hand-off) provided PREFIX/migrations/UUID records from it to us, on
+	// our session. The claim marks that record prepared, in its Txn: only
+	// then does the source's stop hand the keys over.
 	IncomingFrom string
+	// IncomingRev binds an incoming claim to one migration: the
+	// CreateRevision of the record RecordMigration wrote (it returns it).
+	// A record created since, for another migration, does not count. 0
+	// accepts any record from IncomingFrom to us.
+	IncomingRev int64
 	// Unprotected is a domain with mode="off": it claims nothing and
 	// needs no session, but is still refused over another's claim (any
 	// key held by another host or another domain, a migration, an
@@ -78,6 +85,9 @@ type ClaimResult struct {
 //     left as they are, but for a start (c.Start), which writes them
 //     again with a fresh since);
 //   - *HeldError: a key is held by another host or another domain; nothing was written;
+//   - *HeldError matching ErrNotIncoming: c.IncomingFrom names a migration etcd
+//     does not record (not from that host, not to h on h's lease, or another
+//     record than c.IncomingRev); nothing was written;
 //   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
 //   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
 //   - ErrConflict: the keys kept changing through every retry.
@@ -126,6 +136,13 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			}
 			rec := Record{Host: h.Host, UUID: c.UUID, Name: c.Name, Lease: h.Lease, Since: since}
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
+		}
+		if state.incoming && !state.mig.Prepared {
+			// The destination claims: from now on the source's stop hands
+			// its keys over (and only now: see Migration.Prepared).
+			m := *state.mig
+			m.Prepared = true
+			puts = append(puts, clientv3.OpPut(s.keys.Migration(c.UUID), encode(m), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
 			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev),
@@ -256,6 +273,12 @@ type claimState struct {
 	unfenced map[string]Unfenced // by host
 	mig      *Migration
 	migRev   int64
+	// migCreate and migLease are the record's CreateRevision and the
+	// lease it is attached to.
+	migCreate int64
+	migLease  ID
+	// incoming: the claim is the recorded incoming migration (check).
+	incoming bool
 	keep     []int // keys left to a migration's source (not written)
 	intent   *Intent
 	// otherMigs are the migrations of other domains: their disks are
@@ -312,7 +335,7 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 				err, kv.Key, s.keys.Name(string(kv.Key)))
 		}
 		if string(kv.Key) == s.keys.Migration(s.keys.Name(keys[0].key)) {
-			st.mig, st.migRev = &m, kv.ModRevision
+			st.mig, st.migRev, st.migCreate, st.migLease = &m, kv.ModRevision, kv.CreateRevision, ID(kv.Lease)
 			continue
 		}
 		st.otherMigs = append(st.otherMigs, otherMigration{uuid: s.keys.Name(string(kv.Key)), m: m})
@@ -347,11 +370,13 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 			Why: fmt.Sprintf("host %s is draining since %s%s and takes no new guests (virtlease undrain --host %s ends it)",
 				h.Host, st.drain.Since.UTC().Format(time.RFC3339), drainedBy(st.drain), h.Host)}
 	}
-	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host
+	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host &&
+		st.migLease == h.Lease && (c.IncomingRev == 0 || c.IncomingRev == st.migCreate)
 	if c.IncomingFrom != "" && !incoming {
-		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
-			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd", c.Name, c.IncomingFrom, h.Host)}
+		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name, notIncoming: true,
+			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd (for this migration, on this host's session)", c.Name, c.IncomingFrom, h.Host)}
 	}
+	st.incoming = incoming
 	if st.mig != nil && st.mig.To != h.Host && (c.Start || st.mig.From != h.Host) { // the source keeps its running guest until the hand-off
 		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
 			Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", c.Name, c.UUID, st.mig.From, st.mig.To, st.mig.Since.UTC().Format(time.RFC3339))}
