@@ -68,6 +68,9 @@ func (m *memSessions) Claim(ctx context.Context, h lease.Holder, c lease.Claim) 
 func (m *memSessions) Release(context.Context, lease.Holder, string, []string, *lease.Intent) (int, error) {
 	return 0, nil
 }
+func (m *memSessions) ReleaseStale(context.Context, lease.Holder, lease.DomainStatus) (int, error) {
+	return 0, nil
+}
 func (m *memSessions) DropMigration(context.Context, lease.Holder, string) error { return nil }
 func (m *memSessions) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error) {
 	ds, err := m.Held(ctx, h)
