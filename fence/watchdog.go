@@ -652,6 +652,10 @@ func (w *Watchdog) startClear(ctx context.Context) {
 // lists that runs here is claimed under h first (a no-op when its keys are
 // h's already): until then the record is all that keeps it from other
 // hosts.
+//
+// Outcomes: nil (deleted, or there was none, or it changed since the
+// read); an error (etcd, the guest list, or a claim failed): the record
+// stays, to be tried again.
 func (w *Watchdog) clearUnfenced(ctx context.Context, h lease.Holder) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
