@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -155,17 +154,26 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		managedN++
 		// Written by the prepare of an incoming live migration.
 		marker := filepath.Join(w.o.StateDir, "migrated", g.UUID)
-		if from, err := os.ReadFile(marker); err == nil {
-			c.IncomingFrom = strings.TrimSpace(string(from))
+		if m, err := lease.ReadMigrationMarker(marker); err == nil && m.From != "" {
+			c.IncomingFrom, c.IncomingRev = m.From, m.Rev
 		}
 		r, err := w.o.Sessions.Claim(ctx, h, c)
 		var held *lease.HeldError
-		if c.IncomingFrom != "" && errors.As(err, &held) && held.Key == w.keys.Migration(g.UUID) {
+		if c.IncomingFrom != "" && errors.Is(err, lease.ErrNotIncoming) {
 			// The guest came in by a migration that is no longer
 			// recorded (handed over, or failed): an ordinary guest now.
 			os.Remove(marker)
-			c.IncomingFrom = ""
+			c.IncomingFrom, c.IncomingRev = "", 0
 			r, err = w.o.Sessions.Claim(ctx, h, c)
+		}
+		if c.IncomingFrom == "" && errors.As(err, &held) && held.Held.Host != "" && held.Held.Host != h.Host && held.Held.UUID == g.UUID {
+			// No marker (lost), but a migration from the holder to this
+			// host may be recorded: an incoming guest as well.
+			in := c
+			in.IncomingFrom = held.Held.Host
+			if ri, erri := w.o.Sessions.Claim(ctx, h, in); erri == nil {
+				c, r, err = in, ri, nil
+			}
 		}
 		if err == nil && c.IncomingFrom != "" && r.Pending == 0 {
 			// Every key is ours (the hand-off happened, or the source's
@@ -226,6 +234,8 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 				continue
 			}
 		}
+		// Only keys as Holdings saw them, before State said inactive: a
+		// start since then wrote them again and keeps them.
 		if w.releaseStopped(ctx, h, d, crashed) {
 			delete(inactiveSince, d.UUID)
 		}
@@ -296,7 +306,7 @@ func (w *Watchdog) releaseStopped(ctx context.Context, h lease.Holder, d lease.D
 			intent, _ = st.PriorIntent(d.UUID, cur.Name, w.o.Host, time.Now())
 		}
 	}
-	n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, intent)
+	n, err := w.o.Sessions.ReleaseStale(ctx, h, d, intent)
 	if err != nil {
 		return false
 	}
