@@ -50,11 +50,13 @@ type HAOptions struct {
 	// DefineMissing defines the domain from the XML recorded with its
 	// intent on a candidate that lacks it (ha.define_missing).
 	DefineMissing bool
-	// Settle is how long a host that has just become live (this one, on a
-	// new session, or another that joined) is left before anyone starts
-	// a guest it is to take: after a whole-cluster outage the hosts come
-	// back one by one, and the first one back, alone in the live set,
-	// would otherwise restart every HA guest. Default 10s.
+	// Settle is how long a watchdog that starts with a new session (after
+	// a reboot, or a whole-cluster outage) waits before it restarts
+	// anything, and how long it leaves each host that comes back within
+	// that time to take its own share: otherwise the first host back,
+	// alone in the live set, would restart every HA guest. A resumed
+	// session, and hosts that come back later, wait for nothing. Default
+	// 10s.
 	Settle time.Duration
 	// MaxStarts is how many restarts this host begins per Interval, so
 	// that restarts are spread out in time and hosts that come back later
@@ -116,7 +118,18 @@ func restartOrder(uuid string, candidates, live []string) []string {
 	score := func(h string) uint64 {
 		f := fnv.New64a()
 		f.Write([]byte(uuid + "/" + h))
-		return f.Sum64()
+		// FNV alone mixes the last bytes poorly: host names that differ
+		// only at the end always ranked in the same relative order once
+		// one of them was first (host-b first: host-c second, never
+		// host-a), so a lost host's guests all went to one survivor.
+		// murmur3's finalizer spreads every bit.
+		x := f.Sum64()
+		x ^= x >> 33
+		x *= 0xff51afd7ed558ccd
+		x ^= x >> 33
+		x *= 0xc4ceb9fe1a85ec53
+		x ^= x >> 33
+		return x
 	}
 	sort.Slice(out, func(i, j int) bool { return score(out[i]) > score(out[j]) })
 	return out
@@ -163,12 +176,14 @@ type haState struct {
 	waiting   map[string]bool // "no candidate" already logged
 	// failedHere: a restart here failed: leave it to others until then.
 	failedHere map[string]time.Time
-	// holder is the session the restarter last acted under; joined says
-	// since when each live host (this one: since holder's session began)
-	// has been seen live.
-	holder  lease.Holder
-	joined  map[string]time.Time
-	resumed lease.ID // the session this process resumed (not new)
+	// holder is the session the restarter last acted under (zero before
+	// the first); joined says since when each live host has been seen
+	// live, and settleUntil ends the time in which joins are waited for:
+	// Settle after this process's first session, when that one is new.
+	holder      lease.Holder
+	joined      map[string]time.Time
+	settleUntil time.Time
+	resumed     lease.ID // the session this process resumed (not new)
 }
 
 type seenAs struct {
@@ -181,44 +196,37 @@ func newHAState(now func() time.Time) *haState {
 		failedHere: map[string]time.Time{}, joined: map[string]time.Time{}}
 }
 
-// noteLive records which hosts are live at now. On a new session of ours
-// every host counts as just joined: this host cannot tell how long the
-// others have been back (after a whole-cluster outage, not long). A
-// session resumed after a restart of the watchdog is not new: the hosts
-// live then count as live all along.
-func (st *haState) noteLive(h lease.Holder, live []string, now time.Time) {
-	if st.holder != h {
-		st.holder = h
-		clear(st.joined)
-		since := now
-		if h.Lease == st.resumed {
-			since = time.Time{}
-		}
-		st.joined[h.Host] = since
+// noteLive records which hosts are live at now. This process's first
+// session, when it is new (not resumed), marks a start after a reboot or a
+// whole-cluster outage: every host then counts as just joined, this one
+// included, and hosts that join within Settle of it too, so that the hosts
+// that come back together share the restarts. Later joins (a host back
+// from a partition) are not waited for: the cluster is up, its guests
+// should come back at once.
+func (st *haState) noteLive(h lease.Holder, live []string, now time.Time, settle time.Duration) {
+	if st.holder == (lease.Holder{}) && h.Lease != st.resumed {
+		st.settleUntil = now.Add(settle)
+		st.joined[h.Host] = now
 		for _, x := range live {
-			st.joined[x] = since
-		}
-	}
-	for _, x := range live {
-		if _, ok := st.joined[x]; !ok {
 			st.joined[x] = now
 		}
 	}
-	for x := range st.joined {
-		if x != h.Host && !slices.Contains(live, x) {
-			delete(st.joined, x)
+	st.holder = h
+	for _, x := range live {
+		if _, ok := st.joined[x]; !ok && now.Before(st.settleUntil) {
+			st.joined[x] = now
 		}
 	}
 }
 
 // dueAt is when this host, at rank in order, may restart r: rank × Step
 // after the domain was first seen restartable at this rank and intent
-// revision, and not before every host up to this one in order has had
-// Settle (plus the rank steps) since it became live, so that a host that
-// has just come back gets its share instead of the hosts that were back
-// first. A restart another host has just begun (the revision changed, its
-// claim has not landed yet) is given at least one Step, so that the
-// restart is not counted twice.
+// revision, and, for the hosts noteLive counts as just joined, not before
+// each one up to this host in order has had Settle (plus the rank steps)
+// since it joined, so that a host that came back a little later than the
+// first gets its share. A restart another host has just begun (the
+// revision changed, its claim has not landed yet) is given at least one
+// Step, so that the restart is not counted twice.
 func (st *haState) dueAt(o HAOptions, h lease.Holder, r lease.Restartable, order []string, rank int, now time.Time) time.Time {
 	if prev, ok := st.seenAs[r.UUID]; !ok || prev != (seenAs{rank, r.Rev}) {
 		st.firstSeen[r.UUID], st.seenAs[r.UUID] = now, seenAs{rank, r.Rev}
@@ -249,7 +257,7 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 		return
 	}
 	now := st.now()
-	st.noteLive(h, v.Live, now)
+	st.noteLive(h, v.Live, now, o.Settle)
 	seen := map[string]bool{}
 	begun := 0
 	for _, r := range v.Restartable {

@@ -52,6 +52,20 @@ func TestRestartOrder(t *testing.T) {
 			t.Errorf("host %s is first choice for only %d of 300 domains: %v", h, first[h], first)
 		}
 	}
+	// And the second choices: a lost host's guests spread over the
+	// survivors, not all onto one.
+	pairs := map[[2]string]int{}
+	for i := range 600 {
+		o := restartOrder(fmt.Sprintf("5d0e1a5e-0000-4000-8000-%012x", i), nil, live)
+		pairs[[2]string{o[0], o[1]}]++
+	}
+	for _, a := range live {
+		for _, b := range live {
+			if a != b && pairs[[2]string{a, b}] < 50 {
+				t.Errorf("%s is second choice after %s for only %d of 600 domains: %v", b, a, pairs[[2]string{a, b}], pairs)
+			}
+		}
+	}
 }
 
 // hookStarter starts a domain as libvirt would: its hook claims it.
@@ -509,5 +523,43 @@ func TestHAResumedSessionDoesNotSettle(t *testing.T) {
 	w.restartOnce(context.Background(), o, lease.Holder{Host: "host-a", Lease: 42}, st)
 	if f.ranBy["uuid-0"] != "host-a" {
 		t.Fatal("a resumed session waited to settle")
+	}
+}
+
+// A host back from a partition, with the cluster up all along, is not
+// waited for: a guest whose first choice it is comes back on the next
+// candidate one Step after the restart became due, not Settle later.
+func TestHALateJoinerIsNotWaitedFor(t *testing.T) {
+	f := &fakeHA{live: []string{"host-a", "host-b"}, ranBy: map[string]string{}, begun: map[string]int{}}
+	for i := 0; len(f.domains) == 0; i++ {
+		u := fmt.Sprintf("uuid-%d", i)
+		if o := restartOrder(u, nil, []string{"host-a", "host-b", "host-c"}); o[0] == "host-c" && o[1] == "host-a" {
+			f.domains = append(f.domains, u)
+		}
+	}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	st := newHAState(func() time.Time { return now })
+	st.resumed = 1 // up all along
+	o := HAOptions{Store: f, Starter: fakeHAStarter{f: f, host: "host-a"}, Step: 3 * time.Second, Settle: 10 * time.Second}.withDefaults()
+	w := New(Options{Config: testConfig, Host: "host-a", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := lease.Holder{Host: "host-a", Lease: 1}
+	f.mu.Lock()
+	ran := f.ranBy
+	f.ranBy = map[string]string{f.domains[0]: "host-x"} // running elsewhere
+	f.mu.Unlock()
+	for sec := 0; sec < 5; sec++ {
+		w.restartOnce(context.Background(), o, h, st)
+		now = now.Add(time.Second)
+	}
+	// host-c comes back from a partition as the guest's host is lost.
+	f.mu.Lock()
+	f.live, f.ranBy = []string{"host-a", "host-b", "host-c"}, ran
+	f.mu.Unlock()
+	for sec := 0; sec <= 4; sec++ {
+		w.restartOnce(context.Background(), o, h, st)
+		now = now.Add(time.Second)
+	}
+	if f.ranBy[f.domains[0]] != "host-a" {
+		t.Fatalf("4 s after the guest became restartable, host-a (second choice after host-c, back from a partition) had not started it: %v", f.ranBy)
 	}
 }
