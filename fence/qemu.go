@@ -57,10 +57,13 @@ const maxReads = 16
 // the pidfd is open, and SIGKILL through it needs no new look at /proc.
 // Use NewProcs; the zero value is not usable. Safe for concurrent use.
 type Procs struct {
-	dir      string                            // "/proc"
-	read     func(path string) ([]byte, error) // os.ReadFile
-	noPidfd  bool                              // tests: the fallback for kernels without pidfds
-	timeout  time.Duration                     // ScanTimeout
+	dir     string                            // "/proc"
+	read    func(path string) ([]byte, error) // os.ReadFile
+	noPidfd bool                              // tests: the fallback for kernels without pidfds
+	timeout time.Duration                     // ScanTimeout
+	// scan serializes Find and Close: a scan reuses the pins it saw at its
+	// start, so no other may close them meanwhile.
+	scan     sync.Mutex
 	mu       sync.Mutex
 	pins     map[int]pin  // the guests found by the last scan
 	inFlight map[int]bool // cmdline reads not back yet: never two on one pid
@@ -79,6 +82,8 @@ func NewProcs(procDir string) *Procs {
 
 // Close drops every pin.
 func (p *Procs) Close() {
+	p.scan.Lock()
+	defer p.scan.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for pid, pn := range p.pins {
@@ -99,6 +104,8 @@ func (p *Procs) Close() {
 //
 // Processes that vanish meanwhile are skipped. It never asks libvirtd.
 func (p *Procs) Find(ctx context.Context) ([]QEMU, error) {
+	p.scan.Lock()
+	defer p.scan.Unlock()
 	entries, err := os.ReadDir(p.dir)
 	if err != nil {
 		return nil, fmt.Errorf("fence: cannot list processes in %s: %w", p.dir, err)
