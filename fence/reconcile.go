@@ -41,7 +41,8 @@ type ReconcileOptions struct {
 //     claimed the same way, and a refused disk claim means two writers:
 //     the guest is killed;
 //   - a key of ours whose domain libvirt reports inactive with no job for
-//     longer than Grace is deleted (a stop whose hook could not reach etcd).
+//     longer than Grace is deleted (a stop whose hook could not reach etcd),
+//     unless a QEMU with its -uuid runs in /proc (or /proc cannot tell).
 func (w *Watchdog) reconcile(ctx context.Context, o ReconcileOptions) {
 	if o.Interval <= 0 {
 		o.Interval = 5 * time.Second
@@ -175,6 +176,24 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		return
 	}
 	now := time.Now()
+	// /proc over libvirt's word: libvirt can lose a live QEMU (it crashed
+	// between exec and saving the domain's status), and releasing that
+	// guest's keys would let another host start a second copy. Asked once
+	// per pass, and only when a release is due.
+	var inProc map[string]Guest
+	var procErr error
+	qemuRuns := func(uuid string) (Guest, bool, error) {
+		if inProc == nil && procErr == nil {
+			var gs []Guest
+			gs, procErr = w.o.Guests.Running(ctx)
+			inProc = map[string]Guest{}
+			for _, g := range gs {
+				inProc[g.UUID] = g
+			}
+		}
+		g, ok := inProc[uuid]
+		return g, ok, procErr
+	}
 	for _, d := range hs.Domains {
 		if running[d.UUID] {
 			delete(inactiveSince, d.UUID)
@@ -191,6 +210,14 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			continue
 		}
 		if now.Sub(first) < o.Grace {
+			continue
+		}
+		if g, ok, err := qemuRuns(d.UUID); ok {
+			w.o.Log.Error("reconcile: libvirt reports the domain inactive but its QEMU runs: keeping its keys", "domain", d.Name, "uuid", d.UUID, "pid", g.PID)
+			continue
+		} else if err != nil {
+			// A guest among the processes /proc could not show: when unsure, keep.
+			w.o.Log.Warn("reconcile: cannot tell from /proc whether the domain's QEMU runs: keeping its keys", "domain", d.Name, "uuid", d.UUID, "err", err.Error())
 			continue
 		}
 		// Only keys as Holdings saw them, before State said inactive: a

@@ -101,7 +101,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		Clock:    bootClock{},
 		Sessions: lease.WithRenewer{Store: store, Renewer: renewer},
 		Prefix:   cfg.Prefix,
-		Guests:   fence.HostGuests{ProcDir: "/proc", RunDir: lv.RunDir(), Libvirt: lv},
+		Guests:   fence.NewHostGuests("/proc", lv),
 		HA: &fence.HAOptions{
 			Store:         store,
 			Starter:       lv,

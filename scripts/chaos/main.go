@@ -183,7 +183,7 @@ func (c *campaign) run(markdown string) int {
 		c.printf("chaos: %v\n", err)
 		return 2
 	}
-	c.sampler = newSampler(l.mntNS, disks, c.sample)
+	c.sampler = newSampler(l.pidNS, disks, c.sample)
 	c.sampler.start()
 	if !c.waitHealthy(30 * time.Second) {
 		c.printf("chaos: the lab is not healthy before the first fault: %s\n", c.unhealthy())

@@ -41,7 +41,7 @@ import (
 
 func main() {
 	fifo := flag.String("fifo", "", "the FIFO the virtlease watchdog opens as its device")
-	hostDir := flag.String("host-dir", "", "the lab host's directory (mntns, utsns, holder.pid)")
+	hostDir := flag.String("host-dir", "", "the lab host's directory (pidns, holder.pid)")
 	config := flag.String("config", "", "the host's virtlease config (session.ttl, session.renew_interval)")
 	timeout := flag.Duration("timeout", 0, "device timeout (default: ttl − 2×renew_interval − 1s from -config)")
 	flag.Parse()
@@ -153,17 +153,18 @@ func (d *device) countdown() {
 	}
 }
 
-// reset SIGKILLs every process of the host (its recorded mount and UTS
-// namespaces) but the namespace holder: libvirtd first, then the rest.
+// reset SIGKILLs every process of the host (its recorded PID namespace: the
+// host's QEMUs and its watchdog each have a mount namespace of their own)
+// but the namespace holder: libvirtd first, then the rest.
 func reset(hostDir, why string) {
 	read := func(name string) string {
 		b, _ := os.ReadFile(filepath.Join(hostDir, name))
 		return strings.TrimSpace(string(b))
 	}
-	mnt, uts := read("mntns"), read("utsns")
+	pidns := read("pidns")
 	holder, _ := strconv.Atoi(read("holder.pid"))
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	if mnt == "" || uts == "" || mnt == self {
+	self, _ := os.Readlink("/proc/self/ns/pid")
+	if pidns == "" || pidns == self {
 		log.Printf("labhwdog: RESET wanted (%s) but the host's namespaces are unknown: nothing killed", why)
 		return
 	}
@@ -176,9 +177,7 @@ func reset(hostDir, why string) {
 			if err != nil || pid == holder || pid == os.Getpid() {
 				continue
 			}
-			m, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-			u, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", pid))
-			if err1 != nil || err2 != nil || m != mnt || u != uts {
+			if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != pidns {
 				continue
 			}
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
