@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,9 +87,17 @@ func (g *oneGuest) Kill(context.Context, []Guest) []Guest {
 }
 
 type petLog struct {
-	mu    sync.Mutex
-	clock *stepClock
-	pets  []time.Duration
+	mu     sync.Mutex
+	clock  *stepClock
+	pets   []time.Duration
+	opened time.Duration // -1: never
+}
+
+func (p *petLog) Open() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.opened = p.clock.Now()
+	return nil
 }
 
 func (p *petLog) Pet() error {
@@ -109,7 +118,7 @@ func (p *petLog) Close(bool) error { return nil }
 func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	clock := &stepClock{waiters: make(chan waiter)}
 	guest := &oneGuest{clock: clock}
-	dev := &petLog{clock: clock}
+	dev := &petLog{clock: clock, opened: -1}
 	cfg := DefaultConfig()
 	w := New(Options{Config: cfg, Host: "host-a", Version: "test", StateDir: t.TempDir(), BootID: "boot",
 		Clock: clock, Sessions: partitionedSessions{}, Guests: guest, Device: dev,
@@ -153,7 +162,10 @@ func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	}
 	dev.mu.Lock()
 	defer dev.mu.Unlock()
-	prev := time.Duration(0) // opening the device arms it
+	if dev.opened != 0 {
+		t.Errorf("device opened at %v, want at the grant's acknowledgement (0)", dev.opened)
+	}
+	prev := dev.opened // opening the device arms it
 	var lastBeforeFence time.Duration
 	for _, p := range dev.pets {
 		if p-prev >= cfg.DeviceTimeout() {
@@ -177,5 +189,41 @@ func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	}
 	if !slices.Contains(dev.pets, guest.at) {
 		t.Errorf("no pet at the fence (%v) right after its kills; pets: %v", guest.at, dev.pets)
+	}
+}
+
+// grantSessions grants every session with ttl and registers it.
+type grantSessions struct {
+	Sessions
+	ttl time.Duration
+}
+
+func (g grantSessions) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	return 1, g.ttl, nil
+}
+func (grantSessions) Register(context.Context, lease.HostRecord) error { return nil }
+
+// A TTL above the one asked means etcd's election timeout is long for our
+// timings: warned about, as the margin must exceed that timeout.
+func TestNewSessionWarnsLongerTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration
+		warn bool
+	}{
+		{"as asked", 10 * time.Second, false},
+		{"longer", 15 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			w := New(Options{Config: DefaultConfig(), Host: "host-a", StateDir: t.TempDir(), BootID: "boot",
+				Sessions: grantSessions{ttl: tc.ttl}, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+			if _, _, err := w.newSession(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "longer session TTL"); got != tc.warn {
+				t.Fatalf("warned %v, want %v: %s", got, tc.warn, logs.String())
+			}
+		})
 	}
 }
