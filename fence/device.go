@@ -93,13 +93,12 @@ func (d *FileDevice) Open() error {
 	if d.f != nil {
 		return nil
 	}
+	if d.fifo {
+		return d.openFIFO()
+	}
 	f, err := os.OpenFile(d.path, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("fence.hardware_watchdog: %w", err)
-	}
-	if d.fifo {
-		d.f = f
-		return nil
 	}
 	secs := int(d.timeout / time.Second)
 	fd := int(f.Fd())
@@ -122,6 +121,24 @@ func (d *FileDevice) Open() error {
 	}
 	d.f = f
 	return nil
+}
+
+// openFIFO opens the lab's stand-in without blocking the fence loop: a
+// FIFO's open for writing waits for a reader, so it is opened non-blocking
+// (writes then fail rather than wait, too) and retried for a moment while
+// the supervisor re-opens its end after the previous writer's close.
+func (d *FileDevice) openFIFO() error {
+	for try := 0; ; try++ {
+		f, err := os.OpenFile(d.path, os.O_WRONLY|unix.O_NONBLOCK, 0)
+		if err == nil {
+			d.f = f
+			return nil
+		}
+		if !errors.Is(err, unix.ENXIO) || try == 10 {
+			return fmt.Errorf("fence.hardware_watchdog: %s: no supervisor reads it: %w", d.path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Pet restarts the device's countdown.

@@ -50,6 +50,12 @@ func TestFIFODevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No reader: Open fails at once rather than block the fence loop.
+	lone := filepath.Join(t.TempDir(), "lone")
+	syscall.Mkfifo(lone, 0o600)
+	if ld, err := NewDevice(lone, 7*time.Second); err != nil || ld.Open() == nil {
+		t.Fatalf("a FIFO nobody reads: NewDevice %v, Open succeeded", err)
+	}
 	if err := d.Pet(); err == nil {
 		t.Fatal("Pet before Open succeeded")
 	}
