@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -225,5 +226,73 @@ func TestNewSessionWarnsLongerTTL(t *testing.T) {
 				t.Fatalf("warned %v, want %v: %s", got, tc.warn, logs.String())
 			}
 		})
+	}
+}
+
+// failingSessions answers every renewal at once with an error: etcd
+// unreachable.
+type failingSessions struct{ Sessions }
+
+func (failingSessions) Renew(context.Context, lease.ID) (time.Duration, error) {
+	return 0, lease.ErrUnavailable
+}
+func (failingSessions) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	return 0, 0, lease.ErrUnavailable
+}
+func (failingSessions) Revoke(context.Context, lease.ID) error { return lease.ErrUnavailable }
+func (failingSessions) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
+	return nil, lease.ErrUnavailable
+}
+func (failingSessions) SetUnfenced(context.Context, string, lease.Unfenced) error {
+	return lease.ErrUnavailable
+}
+
+// READY=1 waits until etcd verified a session: a session resumed from the
+// file whose renewals fail is not one (systemd would let libvirtd start
+// guests' autostart against a session that may be gone).
+func TestRunReadyOnlyOnceVerified(t *testing.T) {
+	clock := &stepClock{waiters: make(chan waiter)}
+	dir := t.TempDir()
+	if err := lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: 7, Boot: "boot",
+		Deadline: int64(20 * time.Second), State: lease.SessionOK}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notes []string
+	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
+		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Notify: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for clock.Now() < 5*time.Second {
+		var next waiter
+		select {
+		case next = <-clock.waiters:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the loop neither slept nor returned")
+		}
+		select {
+		case again := <-clock.waiters:
+			next = again
+		case <-time.After(20 * time.Millisecond):
+		}
+		clock.set(max(next.at, clock.Now()+time.Millisecond))
+		close(next.ch)
+	}
+	cancel()
+	go func() {
+		for range clock.waiters {
+		}
+	}()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(notes, "READY=1") {
+		t.Fatalf("READY=1 sent with every renewal of the resumed session failing: %v", notes)
+	}
+	if !slices.ContainsFunc(notes, func(s string) bool { return strings.HasPrefix(s, "EXTEND_TIMEOUT_USEC=") }) {
+		t.Errorf("no EXTEND_TIMEOUT_USEC while enforcing the resumed session: %v", notes)
 	}
 }
