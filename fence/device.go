@@ -100,6 +100,38 @@ func (d *FileDevice) Open() error {
 	if err != nil {
 		return fmt.Errorf("fence.hardware_watchdog: %w", err)
 	}
+	return d.use(f)
+}
+
+// OpenFile is Open on f, a file already open on the device (one an earlier
+// watchdog process left in systemd's file descriptor store): nothing is
+// opened, so a device that counts is not started again, and it was never
+// released, so the kernel never petted it for that process's death.
+//
+// Outcomes: as Open; an error, with f closed after the magic close, when f
+// is not this device (the config changed: the old device is disarmed).
+func (d *FileDevice) OpenFile(f *os.File) error {
+	if d.f != nil {
+		f.Close()
+		return nil
+	}
+	var got, want unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &got); err != nil || unix.Stat(d.path, &want) != nil ||
+		got.Mode&unix.S_IFMT != want.Mode&unix.S_IFMT ||
+		(d.fifo && (got.Ino != want.Ino || got.Dev != want.Dev)) || (!d.fifo && got.Rdev != want.Rdev) {
+		f.Write([]byte("V"))
+		f.Close()
+		return fmt.Errorf("fence.hardware_watchdog: the device kept from the previous process is not %s: disarmed it", d.path)
+	}
+	if d.fifo {
+		d.f = f
+		return nil
+	}
+	return d.use(f)
+}
+
+// use takes f, open on the device, as d's file once its timeout is right.
+func (d *FileDevice) use(f *os.File) error {
 	secs := int(d.timeout / time.Second)
 	fd := int(f.Fd())
 	got, err := unix.IoctlGetInt(fd, unix.WDIOC_GETTIMEOUT)
@@ -125,8 +157,9 @@ func (d *FileDevice) Open() error {
 
 // openFIFO opens the lab's stand-in without blocking the fence loop: a
 // FIFO's open for writing waits for a reader, so it is opened non-blocking
-// (writes then fail rather than wait, too) and retried for a moment while
-// the supervisor re-opens its end after the previous writer's close.
+// and retried for a moment while the supervisor re-opens its end after the
+// previous writer's close. (A write would still wait on a full FIFO: 64 KiB
+// of pets, hours after the supervisor died.)
 func (d *FileDevice) openFIFO() error {
 	for try := 0; ; try++ {
 		f, err := os.OpenFile(d.path, os.O_WRONLY|unix.O_NONBLOCK, 0)
@@ -140,6 +173,10 @@ func (d *FileDevice) openFIFO() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// File is the open device (nil when not open), to keep in systemd's file
+// descriptor store.
+func (d *FileDevice) File() *os.File { return d.f }
 
 // Pet restarts the device's countdown.
 func (d *FileDevice) Pet() error {

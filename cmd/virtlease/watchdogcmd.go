@@ -81,6 +81,13 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	var dev fence.Device
 	if cfg.Fence.HardwareWatchdog == "" {
 		log.Warn("no hardware watchdog configured (fence.hardware_watchdog): if this process dies, nothing fences this host's guests")
+		if f := passedFile(env.getenv, fdStoreName); f != nil {
+			// A device the previous process used, now unconfigured:
+			// disarm it rather than leave it counting.
+			f.Write([]byte("V"))
+			f.Close()
+			sdNotifyFD(env.getenv)("FDSTOREREMOVE=1\nFDNAME="+fdStoreName, nil)
+		}
 	} else {
 		// Not opened here: opening arms it, and Linux pets it on the
 		// timeout's ioctl; the loop opens it once a session is verified
@@ -89,7 +96,8 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 		if err != nil {
 			return exit(hook.ExitUsage, err)
 		}
-		dev = d
+		dev = &keptDevice{dev: d, passed: passedFile(env.getenv, fdStoreName), notify: sdNotifyFD(env.getenv),
+			warn: func(msg string, err error) { log.Warn(msg, "err", err.Error()) }}
 	}
 	bootID, err := env.bootID()
 	if err != nil {
