@@ -62,7 +62,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(
 // path, the boot ID) may refuse the start (exit 2), and nothing waits on
 // the network before the loop runs, which first reads the session file
 // and enforces its fence point (fence.Watchdog.Run). etcd is dialled in the
-// background and re-dialled until it answers (etcdConn): a watchdog
+// background and re-dialled until it answers (lazyEtcd): a watchdog
 // restarted while etcd is unreachable, with or without a login, fences at
 // the resumed session's fence point and keeps running.
 //
@@ -107,7 +107,7 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	if err != nil {
 		return exit(hook.ExitUsage, err)
 	}
-	etcd := &etcdConn{}
+	etcd := &lazyEtcd{}
 	defer etcd.Close()
 	cctx, stopConnect := context.WithCancel(ctx)
 	defer stopConnect()

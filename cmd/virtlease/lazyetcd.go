@@ -8,17 +8,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/virtlease/virtlease/fence"
 	"github.com/virtlease/virtlease/lease"
 )
 
-// etcdConn is the watchdog's etcd connection, made in the background: until
+// lazyEtcd is the watchdog's etcd connection, made in the background: until
 // it is up every call fails with lease.ErrUnavailable, as a call to an
 // unreachable etcd does. So the watchdog enforces its session file from its
 // first instant and never exits because etcd is unreachable (or refuses its
 // login) at start; it keeps dialling until etcd answers.
 //
 // It is the watchdog's fence.Sessions and fence.HAStore.
-type etcdConn struct {
+type lazyEtcd struct {
 	cur atomic.Pointer[lease.WithRenewer]
 
 	mu     sync.Mutex
@@ -26,7 +27,13 @@ type etcdConn struct {
 	close  []func()
 }
 
-func (c *etcdConn) get() (lease.WithRenewer, error) {
+// The watchdog's interfaces: a method added to them must be added here.
+var (
+	_ fence.Sessions = (*lazyEtcd)(nil)
+	_ fence.HAStore  = (*lazyEtcd)(nil)
+)
+
+func (c *lazyEtcd) get() (lease.WithRenewer, error) {
 	if s := c.cur.Load(); s != nil {
 		return *s, nil
 	}
@@ -39,7 +46,7 @@ func (c *etcdConn) get() (lease.WithRenewer, error) {
 // attempt is logged: a refused login or a bad TLS file is a configuration
 // problem an operator must fix, but exiting would leave a session from the
 // session file without a fencer.
-func (c *etcdConn) connect(ctx context.Context, ec lease.EtcdConfig, prefix string, retry time.Duration, log *slog.Logger, up func(*lease.Store)) {
+func (c *lazyEtcd) connect(ctx context.Context, ec lease.EtcdConfig, prefix string, retry time.Duration, log *slog.Logger, up func(*lease.Store)) {
 	for attempt := 1; ; attempt++ {
 		cli, err := lease.Dial(ec)
 		if err == nil {
@@ -79,7 +86,7 @@ func (c *etcdConn) connect(ctx context.Context, ec lease.EtcdConfig, prefix stri
 
 // Close closes the connections made so far; a connect still under way
 // closes its own.
-func (c *etcdConn) Close() {
+func (c *lazyEtcd) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
@@ -89,7 +96,7 @@ func (c *etcdConn) Close() {
 	c.close = nil
 }
 
-func (c *etcdConn) Grant(ctx context.Context, ttl time.Duration) (lease.ID, time.Duration, error) {
+func (c *lazyEtcd) Grant(ctx context.Context, ttl time.Duration) (lease.ID, time.Duration, error) {
 	s, err := c.get()
 	if err != nil {
 		return 0, 0, err
@@ -97,7 +104,7 @@ func (c *etcdConn) Grant(ctx context.Context, ttl time.Duration) (lease.ID, time
 	return s.Grant(ctx, ttl)
 }
 
-func (c *etcdConn) Renew(ctx context.Context, id lease.ID) (time.Duration, error) {
+func (c *lazyEtcd) Renew(ctx context.Context, id lease.ID) (time.Duration, error) {
 	s, err := c.get()
 	if err != nil {
 		return 0, err
@@ -105,7 +112,7 @@ func (c *etcdConn) Renew(ctx context.Context, id lease.ID) (time.Duration, error
 	return s.Renew(ctx, id)
 }
 
-func (c *etcdConn) Revoke(ctx context.Context, id lease.ID) error {
+func (c *lazyEtcd) Revoke(ctx context.Context, id lease.ID) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -113,7 +120,7 @@ func (c *etcdConn) Revoke(ctx context.Context, id lease.ID) error {
 	return s.Revoke(ctx, id)
 }
 
-func (c *etcdConn) Register(ctx context.Context, rec lease.HostRecord) error {
+func (c *lazyEtcd) Register(ctx context.Context, rec lease.HostRecord) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -121,7 +128,7 @@ func (c *etcdConn) Register(ctx context.Context, rec lease.HostRecord) error {
 	return s.Register(ctx, rec)
 }
 
-func (c *etcdConn) Claim(ctx context.Context, h lease.Holder, cl lease.Claim) (lease.ClaimResult, error) {
+func (c *lazyEtcd) Claim(ctx context.Context, h lease.Holder, cl lease.Claim) (lease.ClaimResult, error) {
 	s, err := c.get()
 	if err != nil {
 		return lease.ClaimResult{}, err
@@ -129,7 +136,7 @@ func (c *etcdConn) Claim(ctx context.Context, h lease.Holder, cl lease.Claim) (l
 	return s.Claim(ctx, h, cl)
 }
 
-func (c *etcdConn) Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error) {
+func (c *lazyEtcd) Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error) {
 	s, err := c.get()
 	if err != nil {
 		return 0, err
@@ -137,7 +144,15 @@ func (c *etcdConn) Release(ctx context.Context, h lease.Holder, uuid string, dis
 	return s.Release(ctx, h, uuid, disks, intent)
 }
 
-func (c *etcdConn) DropMigration(ctx context.Context, h lease.Holder, uuid string) error {
+func (c *lazyEtcd) ReleaseStale(ctx context.Context, h lease.Holder, d lease.DomainStatus) (int, error) {
+	s, err := c.get()
+	if err != nil {
+		return 0, err
+	}
+	return s.ReleaseStale(ctx, h, d)
+}
+
+func (c *lazyEtcd) DropMigration(ctx context.Context, h lease.Holder, uuid string) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -145,7 +160,7 @@ func (c *etcdConn) DropMigration(ctx context.Context, h lease.Holder, uuid strin
 	return s.DropMigration(ctx, h, uuid)
 }
 
-func (c *etcdConn) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error) {
+func (c *lazyEtcd) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error) {
 	s, err := c.get()
 	if err != nil {
 		return lease.Holdings{}, err
@@ -153,7 +168,7 @@ func (c *etcdConn) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings
 	return s.Holdings(ctx, h)
 }
 
-func (c *etcdConn) Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error) {
+func (c *lazyEtcd) Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error) {
 	s, err := c.get()
 	if err != nil {
 		return nil, err
@@ -161,7 +176,7 @@ func (c *etcdConn) Held(ctx context.Context, h lease.Holder) ([]lease.DomainStat
 	return s.Held(ctx, h)
 }
 
-func (c *etcdConn) SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error {
+func (c *lazyEtcd) SetUnfenced(ctx context.Context, host string, u lease.Unfenced) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -169,7 +184,7 @@ func (c *etcdConn) SetUnfenced(ctx context.Context, host string, u lease.Unfence
 	return s.SetUnfenced(ctx, host, u)
 }
 
-func (c *etcdConn) GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error) {
+func (c *lazyEtcd) GetUnfenced(ctx context.Context, host string) (lease.Unfenced, int64, bool, error) {
 	s, err := c.get()
 	if err != nil {
 		return lease.Unfenced{}, 0, false, err
@@ -177,7 +192,7 @@ func (c *etcdConn) GetUnfenced(ctx context.Context, host string) (lease.Unfenced
 	return s.GetUnfenced(ctx, host)
 }
 
-func (c *etcdConn) ClearUnfenced(ctx context.Context, host string, rev int64) error {
+func (c *lazyEtcd) ClearUnfenced(ctx context.Context, host string, rev int64) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -185,7 +200,7 @@ func (c *etcdConn) ClearUnfenced(ctx context.Context, host string, rev int64) er
 	return s.ClearUnfenced(ctx, host, rev)
 }
 
-func (c *etcdConn) HAView(ctx context.Context) (lease.HAView, error) {
+func (c *lazyEtcd) HAView(ctx context.Context) (lease.HAView, error) {
 	s, err := c.get()
 	if err != nil {
 		return lease.HAView{}, err
@@ -193,7 +208,7 @@ func (c *etcdConn) HAView(ctx context.Context) (lease.HAView, error) {
 	return s.HAView(ctx)
 }
 
-func (c *etcdConn) BeginRestart(ctx context.Context, h lease.Holder, r lease.Restartable, maxRestarts int, window time.Duration) (bool, bool, error) {
+func (c *lazyEtcd) BeginRestart(ctx context.Context, h lease.Holder, r lease.Restartable, maxRestarts int, window time.Duration) (bool, bool, error) {
 	s, err := c.get()
 	if err != nil {
 		return false, false, err
@@ -201,7 +216,7 @@ func (c *etcdConn) BeginRestart(ctx context.Context, h lease.Holder, r lease.Res
 	return s.BeginRestart(ctx, h, r, maxRestarts, window)
 }
 
-func (c *etcdConn) NoteRestartFailure(ctx context.Context, uuid, reason string) error {
+func (c *lazyEtcd) NoteRestartFailure(ctx context.Context, uuid, reason string) error {
 	s, err := c.get()
 	if err != nil {
 		return err
@@ -209,7 +224,7 @@ func (c *etcdConn) NoteRestartFailure(ctx context.Context, uuid, reason string) 
 	return s.NoteRestartFailure(ctx, uuid, reason)
 }
 
-func (c *etcdConn) MarkCrashed(ctx context.Context, uuid, host string, stoppedAt time.Time) (bool, error) {
+func (c *lazyEtcd) MarkCrashed(ctx context.Context, uuid, host string, stoppedAt time.Time) (bool, error) {
 	s, err := c.get()
 	if err != nil {
 		return false, err
