@@ -315,3 +315,13 @@ func signal(pids []int, sig syscall.Signal) error {
 	}
 	return errors.Join(errs...)
 }
+
+// noDeviceHoldMax is the longest a watchdog may be away (killed, or
+// stopped) in a lab without the stand-in device: it must be back, and
+// fencing if it cannot renew, before its fence point. The last
+// acknowledged renewal was sent at most one renew interval before the
+// fault, so the fence point is at least ttl − margin − renew after it; one
+// more renew interval is left for the restart.
+func (l *lab) noDeviceHoldMax() time.Duration {
+	return l.ttl - l.margin - 2*l.renew
+}

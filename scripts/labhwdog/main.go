@@ -3,12 +3,21 @@
 // scripts/lab.sh (VL_LAB_HWDOG=1) gives each host a FIFO, /run/hwdog.fifo
 // inside the host, as its fence.hardware_watchdog (fence/device.go treats
 // a FIFO as the lab's stand-in: a pet is the byte "p", the magic close "V").
-// labhwdog reads it like a Linux watchdog driver:
+// labhwdog reads it like Linux's watchdog core (drivers/watchdog/
+// watchdog_dev.c: watchdog_open, watchdog_write, watchdog_release):
 //
-//   - opening the device arms it (and counts as a pet);
-//   - each "p" restarts the countdown;
-//   - a close right after "V" disarms it; any other close leaves it counting
-//     (a dead or killed watchdog process);
+//   - opening a stopped device starts it (its count begins); opening one
+//     that still counts (left by a dead watchdog process) changes nothing;
+//   - every write restarts the countdown ("p", and "V" too);
+//   - a close right after "V" stops it; any other close (a dead or killed
+//     watchdog process, or a stop that keeps the guests) leaves it counting
+//     and restarts the countdown, as the kernel pets a device it releases
+//     without the magic close ("watchdog did not stop!");
+//   - WDIOC_SETTIMEOUT, which Linux also counts as a pet, has no FIFO
+//     equivalent: the timeout comes from the host's config, and virtlease
+//     sends the ioctl only when the device's timeout differs, which on a
+//     real device happens at its first open on a boot, when it has just
+//     started;
 //   - when the countdown runs out the host is "reset": every process of the
 //     host's mount and UTS namespaces is SIGKILLed (libvirtd first, so that
 //     no hook runs for the dying guests), except the namespace holder, which
@@ -101,10 +110,13 @@ type device struct {
 func (d *device) opened() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.armed {
-		log.Printf("labhwdog: opened: armed, timeout %s", d.timeout)
+	d.magic = false
+	if d.armed {
+		log.Printf("labhwdog: opened while counting: not petted (%s left)", (d.timeout - time.Since(d.lastPet)).Round(time.Millisecond))
+		return
 	}
-	d.armed, d.lastPet, d.magic = true, time.Now(), false
+	log.Printf("labhwdog: opened: started, timeout %s", d.timeout)
+	d.armed, d.lastPet = true, time.Now()
 }
 
 // read consumes one open's bytes until the writer closes.
@@ -127,7 +139,8 @@ func (d *device) read(r io.Reader) {
 				d.armed = false
 				log.Printf("labhwdog: magic close: disarmed")
 			} else if d.armed {
-				log.Printf("labhwdog: closed without the magic close: still counting (%s left)", (d.timeout - time.Since(d.lastPet)).Round(time.Millisecond))
+				d.lastPet = time.Now()
+				log.Printf("labhwdog: closed without the magic close: petted by the release, still counting (%s left)", d.timeout)
 			}
 			d.mu.Unlock()
 			if !errors.Is(err, io.EOF) {
