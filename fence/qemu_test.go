@@ -95,9 +95,12 @@ func (f *fakeProc) process(pid int, mntNS string, args ...string) {
 
 // fakeProcs reads a fake /proc whose pids no process has: pidfds cannot
 // pin them, so it reads as on a kernel without pidfds.
+// Its reads get the safety bound, not ScanTimeout: a loaded test machine
+// must not make a healthy read look stuck.
 func fakeProcs(dir string) *Procs {
 	p := NewProcs(dir)
 	p.noPidfd = true
+	p.timeout = safetyBound
 	return p
 }
 
@@ -216,6 +219,7 @@ func testKillQEMU(t *testing.T, usePidfd bool) {
 	p := NewProcs("/proc")
 	defer p.Close()
 	p.noPidfd = !usePidfd
+	p.timeout = safetyBound // every process of this machine: no read may look stuck under load
 	all, err := p.Find(context.Background())
 	if err != nil && !errors.Is(err, ErrUnread) {
 		t.Fatal(err)
@@ -366,6 +370,7 @@ func TestFindQEMUStuckRead(t *testing.T) {
 	stuckFile(t, filepath.Join(f.proc, "600", "cmdline"))
 	f.process(601, nsOne, qemuArgs(uuidB, "vm-b")...)
 	p := fakeProcs(f.proc)
+	p.timeout = 2 * time.Second // the stuck read is abandoned then
 	defer p.Close()
 	type result struct {
 		qs  []QEMU
@@ -426,6 +431,7 @@ func TestPinnedGuestNeedsNoRead(t *testing.T) {
 	f := newFakeProc(t)
 	f.process(g.Process.Pid, nsOne, qemuArgs(u, "pinned")...)
 	p := NewProcs(f.proc)
+	p.timeout = safetyBound
 	defer p.Close()
 	want := []QEMU{{PID: g.Process.Pid, UUID: u, Name: "pinned"}}
 	if got, err := p.Find(context.Background()); err != nil || !slices.Equal(got, want) {
