@@ -89,3 +89,33 @@ func (d Deadline) Later(e Deadline) Deadline {
 	}
 	return d
 }
+
+// SystemdWatchdog is the shortest WatchdogSec= (systemd's watchdog on the
+// loop's WATCHDOG=1) that fits c: longer than a kill round (up to Margin)
+// plus 2 × RenewInterval, which may pass between two turns of a loop that
+// is working; and, with a hardware watchdog device, longer than the device
+// timeout plus RenewInterval. A hung loop must be left to the device:
+// systemd's abort closes the device without the magic close, which Linux
+// counts as a pet, so a loop that hangs in every restarted process would
+// keep the device from ever firing.
+func (c Config) SystemdWatchdog(device bool) time.Duration {
+	d := c.Margin + 2*c.RenewInterval
+	if device {
+		d = max(d, c.DeviceTimeout()+c.RenewInterval)
+	}
+	return d
+}
+
+// CheckSystemdWatchdog reports whether systemd's watchdog interval (from
+// WATCHDOG_USEC; 0: none) fits c, see SystemdWatchdog.
+func (c Config) CheckSystemdWatchdog(interval time.Duration, device bool) error {
+	if need := c.SystemdWatchdog(device); interval != 0 && interval < need {
+		why := "a kill round (fence.margin) plus 2×session.renew_interval"
+		if device {
+			why = "the hardware watchdog's timeout (session.ttl − 2×session.renew_interval − 1s) plus session.renew_interval, so that a hung loop is left to the device"
+		}
+		return fmt.Errorf("systemd WatchdogSec=%v of virtlease-watchdog.service is shorter than %v: it must exceed %s; set WatchdogSec=%v or more in a drop-in (systemctl edit virtlease-watchdog)",
+			interval, need, why, need)
+	}
+	return nil
+}

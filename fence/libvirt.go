@@ -116,7 +116,7 @@ func NewLibvirt(uri string) (*Libvirt, error) {
 
 // LibvirtRunDir returns libvirt's state directory for uri (as DialLibvirt
 // accepts it): "/run/libvirt" for qemu:///system, the socket's directory for
-// qemu+unix:///system?socket=PATH. Its qemu/ holds the pid files ThisHost
+// qemu+unix:///system?socket=PATH. Its qemu/ holds the pid files Running
 // reads; no libvirtd needs to answer.
 func LibvirtRunDir(uri string) (string, error) {
 	sock, _, err := parseLibvirtURI(uri)
@@ -404,8 +404,12 @@ func (l *Libvirt) Running(ctx context.Context, withXML bool) ([]Guest, error) {
 // guestPID reads libvirt's pid file of domain name and checks that the
 // process is that domain's QEMU; 0 when not.
 func (l *Libvirt) guestPID(name, uuid string) int {
-	pid, _, err := readPIDFile(filepath.Join(l.runDir, "qemu", name+".pid"))
+	b, err := os.ReadFile(filepath.Join(l.runDir, "qemu", name+".pid"))
 	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
 		return 0
 	}
 	cmdline, err := os.ReadFile(filepath.Join(l.procDir, strconv.Itoa(pid), "cmdline"))

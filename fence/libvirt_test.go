@@ -130,14 +130,10 @@ func runningGuest(t *testing.T, l *Libvirt, uuid string) Guest {
 	return Guest{}
 }
 
-// thisHostQEMU finds the QEMU of uuid with FindQEMU, as the fence does.
+// thisHostQEMU finds the QEMU of uuid in /proc, as the fence does.
 func thisHostQEMU(t *testing.T, l *Libvirt, uuid string) []QEMU {
 	t.Helper()
-	self, err := ThisHost("/proc", l.RunDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := FindQEMU("/proc", self)
+	all, err := NewProcs("/proc").Find(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,13 +207,13 @@ func TestLibvirtGuestLifecycle(t *testing.T) {
 		t.Errorf("second Start: %v does not wrap libvirt.Error", err)
 	}
 
-	// The fence: FindQEMU finds the guest's QEMU, KillQEMU kills it.
+	// The fence: Find finds the guest's QEMU, KillQEMU kills it.
 	procs := thisHostQEMU(t, l, uuid)
 	if len(procs) != 1 || procs[0].PID != g.PID || procs[0].Name != name {
 		t.Fatalf("FindQEMU for %s = %+v, want pid %d", uuid, procs, g.PID)
 	}
 	start = time.Now()
-	if s := KillQEMU(ctxFor(t, 3*time.Second), procs); len(s) != 0 {
+	if s := NewProcs("/proc").Kill(ctxFor(t, 3*time.Second), procs); len(s) != 0 {
 		t.Fatalf("KillQEMU survivors: %+v", s)
 	}
 	t.Logf("KillQEMU: QEMU pid %d dead in %v", g.PID, time.Since(start))
@@ -281,7 +277,7 @@ func TestLibvirtStoppedQEMU(t *testing.T) {
 	g := stoppedGuest()
 	procs := thisHostQEMU(t, l, uuid)
 	start := time.Now()
-	if s := KillQEMU(ctxFor(t, 3*time.Second), procs); len(s) != 0 {
+	if s := NewProcs("/proc").Kill(ctxFor(t, 3*time.Second), procs); len(s) != 0 {
 		t.Fatalf("KillQEMU survivors: %+v", s)
 	}
 	t.Logf("KillQEMU of a SIGSTOPped QEMU (pid %d): dead in %v", g.PID, time.Since(start))

@@ -412,7 +412,8 @@ func TestRecoverSettlesEveryGuest(t *testing.T) {
 // closeLog is a device that records how it was closed.
 type closeLog struct{ closed, disarmed bool }
 
-func (*closeLog) Pet() error { return nil }
+func (*closeLog) Open() error { return nil }
+func (*closeLog) Pet() error  { return nil }
 func (c *closeLog) Close(disarm bool) error {
 	c.closed, c.disarmed = true, disarm
 	return nil

@@ -4,18 +4,30 @@ package fence
 // SIGKILL them, without asking libvirtd anything. libvirt's own destroy sends
 // SIGTERM and may wait 10 s before it kills, which is too slow for a 3 s
 // margin, and a hung libvirtd would not answer at all.
+//
+// One machine is one host: every QEMU with -uuid in this /proc is this
+// host's guest, whatever mount namespace it runs in (libvirt gives each QEMU
+// its own; the watchdog's unit gives it another). Nothing here looks at
+// namespaces, pid files or wall-clock times, so a clock step changes nothing.
+//
+// Reading /proc/PID/cmdline takes that process's mmap_lock and blocks while
+// a task stuck in D state (a hung NFS or storage path, which comes with the
+// partitions that make us fence) holds it. So no read is on the fence's
+// critical path without a bound: reads run in parallel, a read that outlives
+// the scan's bound is abandoned and reported, and guests found once stay
+// pinned by a pidfd, so later scans and every kill need not read them again.
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,195 +40,254 @@ type QEMU struct {
 	Name string // from -name guest=NAME; "" when the command line has none
 }
 
-// HostFilter decides which processes of a shared PID namespace belong to
-// this host. In production one machine is one host and every QEMU in /proc is
-// ours; in the lab several libvirt hosts share one PID namespace (each is only
-// a mount+UTS namespace), so a /proc scan sees every host's QEMUs.
+// ErrUnread is wrapped by the error of a scan or a kill that could not read
+// some processes' command lines in time: a guest may hide among them.
+var ErrUnread = errors.New("command lines unread")
+
+// ScanTimeout bounds the /proc reads of one scan. A healthy scan of a
+// thousand processes takes milliseconds; what is still unread then is
+// reported, not waited for.
+const ScanTimeout = 500 * time.Millisecond
+
+// maxReads is how many command lines are read at once.
+const maxReads = 16
+
+// Procs finds this host's QEMU processes in /proc and keeps a pidfd on each
+// one it found: a pidfd pins the process, so its pid cannot be reused while
+// the pidfd is open, and SIGKILL through it needs no new look at /proc.
+// Use NewProcs; the zero value is not usable. Safe for concurrent use.
+type Procs struct {
+	dir     string                            // "/proc"
+	read    func(path string) ([]byte, error) // os.ReadFile
+	noPidfd bool                              // tests: the fallback for kernels without pidfds
+	timeout time.Duration                     // ScanTimeout
+	// scan serializes Find and Close: a scan reuses the pins it saw at its
+	// start, so no other may close them meanwhile.
+	scan     sync.Mutex
+	mu       sync.Mutex
+	pins     map[int]pin  // the guests found by the last scan
+	inFlight map[int]bool // cmdline reads not back yet: never two on one pid
+}
+
+// pin is a guest's QEMU held by a pidfd (-1: no pidfds on this kernel).
+type pin struct {
+	q  QEMU
+	fd int
+}
+
+// NewProcs returns a Procs reading procDir ("/proc").
+func NewProcs(procDir string) *Procs {
+	return &Procs{dir: procDir, read: os.ReadFile, timeout: ScanTimeout, pins: map[int]pin{}, inFlight: map[int]bool{}}
+}
+
+// Close drops every pin.
+func (p *Procs) Close() {
+	p.scan.Lock()
+	defer p.scan.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid, pn := range p.pins {
+		closeFD(pn.fd)
+		delete(p.pins, pid)
+	}
+}
+
+// Find lists the QEMU processes (command line with -uuid) in /proc, sorted
+// by pid, and pins each one.
 //
-// A process is this host's when either rule holds:
+// Outcomes:
+//   - every process read: the QEMUs, nil;
+//   - some command lines not read within ScanTimeout (or ctx): the QEMUs
+//     found, and an error wrapping ErrUnread that names the unread pids (a
+//     guest may be among them: the caller must not take the list as all);
+//   - procDir unreadable: nil and an error.
 //
-//   - its mount namespace is MountNS. The lab sets namespaces = [ ] in
-//     qemu.conf, so QEMU stays in libvirtd's (and the watchdog's) mount
-//     namespace, and each lab host has its own.
-//   - its pid is named in this host's libvirt pid files
-//     (RUNDIR/qemu/NAME.pid), the file was written after the process
-//     started (a stale file from a crash does not name a reused pid), and the
-//     process's -name is that NAME. Production libvirt gives each QEMU a
-//     private mount namespace, so this rule is the one that finds them there.
-//     RUNDIR/qemu/driver.pid holds libvirtd's own pid and is never read.
-//
-// A zero HostFilter matches nothing: fencing with it kills nothing.
-type HostFilter struct {
-	// MountNS is this host's mount namespace as readlink(2) shows
-	// /proc/self/ns/mnt ("mnt:[4026531840]"); "" turns the rule off.
-	MountNS string
-	// PIDFiles maps a pid to the pid file of this host's libvirt that names it.
-	PIDFiles map[int]PIDFile
-}
-
-// PIDFile is one of libvirt's per-domain pid files.
-type PIDFile struct {
-	Name    string    // domain name: the file's name without ".pid"
-	ModTime time.Time // when QEMU wrote it
-}
-
-// ThisHost builds the HostFilter of the host whose libvirt keeps its state in
-// runDir ("/run/libvirt" for qemu:///system) and whose mount namespace is the
-// caller's own, as procDir ("/proc") shows it. A missing runDir/qemu
-// directory is not an error (libvirtd has not run a guest since boot); an
-// unreadable /proc/self/ns/mnt is, since the lab rule would then silently
-// find nothing.
-func ThisHost(procDir, runDir string) (HostFilter, error) {
-	ns, err := os.Readlink(filepath.Join(procDir, "self", "ns", "mnt"))
+// Processes that vanish meanwhile are skipped. It never asks libvirtd.
+func (p *Procs) Find(ctx context.Context) ([]QEMU, error) {
+	p.scan.Lock()
+	defer p.scan.Unlock()
+	entries, err := os.ReadDir(p.dir)
 	if err != nil {
-		return HostFilter{}, fmt.Errorf("fence: cannot read this host's mount namespace: %w", err)
-	}
-	f := HostFilter{MountNS: ns, PIDFiles: map[int]PIDFile{}}
-	dir := filepath.Join(runDir, "qemu")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return f, nil
-	}
-	if err != nil {
-		return f, fmt.Errorf("fence: cannot list libvirt's pid files in %s: %w", dir, err)
-	}
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".pid")
-		// driver.pid is libvirtd's own pid: never a guest.
-		if !ok || name == "" || e.Name() == "driver.pid" || !e.Type().IsRegular() {
-			continue
-		}
-		pid, mtime, err := readPIDFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // removed meanwhile, or being written: not a running guest to trust
-		}
-		f.PIDFiles[pid] = PIDFile{Name: name, ModTime: mtime}
-	}
-	return f, nil
-}
-
-// readPIDFile returns the pid in a pid file written by QEMU ("1234\n") and
-// the file's modification time.
-func readPIDFile(path string) (int, time.Time, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, time.Time{}, fmt.Errorf("fence: %s does not hold a pid: %q", path, b)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
-	return pid, st.ModTime(), nil
-}
-
-// FindQEMU lists the QEMU processes under procDir ("/proc" in production)
-// whose command line has -uuid UUID and that belong to this host by self.
-// The result is sorted by pid. Processes that vanish during the scan are
-// skipped; only an unreadable procDir is an error. It reads files only and
-// never asks libvirtd.
-func FindQEMU(procDir string, self HostFilter) ([]QEMU, error) {
-	entries, err := os.ReadDir(procDir)
-	if err != nil {
-		return nil, fmt.Errorf("fence: cannot list processes in %s: %w", procDir, err)
+		return nil, fmt.Errorf("fence: cannot list processes in %s: %w", p.dir, err)
 	}
 	me := os.Getpid()
-	var out []QEMU
+	var pids []int
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 || pid == me {
-			continue
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 && pid != me {
+			pids = append(pids, pid)
 		}
-		cmdline, err := os.ReadFile(filepath.Join(procDir, e.Name(), "cmdline"))
-		if err != nil {
-			continue // gone, or a kernel thread
-		}
-		uuid, name, ok := parseQEMUCmdline(cmdline)
-		if !ok || !self.owns(procDir, pid, name) {
-			continue
-		}
-		out = append(out, QEMU{PID: pid, UUID: uuid, Name: name})
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+
+	found := map[int]pin{}
+	var toRead []int
+	p.mu.Lock()
+	for _, pid := range pids {
+		// A pinned guest whose pidfd shows it alive is the same process:
+		// its pid cannot have been reused while we hold the pidfd.
+		if pn, ok := p.pins[pid]; ok && pn.fd >= 0 && !exitedFD(pn.fd) {
+			found[pid] = pn
+			continue
+		}
+		toRead = append(toRead, pid)
+	}
+	p.mu.Unlock()
+
+	results, unread := p.readAll(ctx, toRead, nil, nil)
+	for pid, pn := range results {
+		found[pid] = pn
+	}
+
+	p.mu.Lock()
+	for pid, pn := range p.pins {
+		if f, ok := found[pid]; !ok || f.fd != pn.fd {
+			closeFD(pn.fd) // gone, or replaced by a new pin
+		}
+	}
+	p.pins = found
+	out := make([]QEMU, 0, len(found))
+	for _, pn := range found {
+		out = append(out, pn.q)
+	}
+	p.mu.Unlock()
 	slices.SortFunc(out, func(a, b QEMU) int { return a.PID - b.PID })
-	return out, nil
+	return out, unreadError(unread)
 }
 
-// owns reports whether process pid (whose QEMU -name is name) is this host's.
-func (f HostFilter) owns(procDir string, pid int, name string) bool {
-	if f.MountNS != "" {
-		ns, err := os.Readlink(filepath.Join(procDir, strconv.Itoa(pid), "ns", "mnt"))
-		if err == nil && ns == f.MountNS {
-			return true
+// unreadError reports the pids whose command lines were not read, or nil.
+func unreadError(pids []int) error {
+	if len(pids) == 0 {
+		return nil
+	}
+	slices.Sort(pids)
+	return fmt.Errorf("fence: %w: %d process(es) did not show their command line in time (stuck in D state?), pids %v", ErrUnread, len(pids), pids)
+}
+
+// readAll reads the command lines of pids in parallel, pinning each QEMU,
+// until every read is back or ctx ends. With want non-nil only a QEMU whose
+// -uuid is want[pid] counts. With each non-nil, each QEMU is handed to it
+// (one call at a time) as soon as its read is back, and is not in found. A read not back when ctx ends is abandoned:
+// its goroutine closes what it opened when (if ever) the read returns, and
+// no new read of that pid starts meanwhile. unread lists those pids and the
+// ones not started.
+func (p *Procs) readAll(ctx context.Context, pids []int, want map[int]string, each func(pin)) (found map[int]pin, unread []int) {
+	type scan struct {
+		mu    sync.Mutex
+		over  bool
+		found map[int]pin
+		done  map[int]bool
+	}
+	sc := &scan{found: map[int]pin{}, done: map[int]bool{}}
+	finished := make(chan struct{}, len(pids))
+	slots := make(chan struct{}, maxReads)
+	started := 0
+	for _, pid := range pids {
+		p.mu.Lock()
+		busy := p.inFlight[pid]
+		if !busy {
+			p.inFlight[pid] = true
 		}
-	}
-	pf, ok := f.PIDFiles[pid]
-	if !ok || pf.Name != name {
-		return false
-	}
-	// A pid file older than its process names a pid that was reused after
-	// the guest died without libvirt removing the file (a crash).
-	started, err := processStart(procDir, pid)
-	if err != nil {
-		return false
-	}
-	return !started.After(pf.ModTime.Add(pidFileSlack))
-}
-
-// pidFileSlack absorbs the rounding of a process's start time: /proc/stat's
-// btime has whole seconds, the start tick 10 ms.
-const pidFileSlack = 2 * time.Second
-
-// userHZ is the unit of /proc/PID/stat's start time: USER_HZ, 100 on every
-// Linux architecture Go supports.
-const userHZ = 100
-
-// processStart returns the wall-clock time at which pid started, from
-// procDir/stat's btime and field 22 of procDir/PID/stat.
-func processStart(procDir string, pid int) (time.Time, error) {
-	st, err := os.ReadFile(filepath.Join(procDir, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return time.Time{}, err
-	}
-	// comm (field 2) may hold spaces and parentheses: split after the last ')'.
-	i := bytes.LastIndexByte(st, ')')
-	if i < 0 {
-		return time.Time{}, fmt.Errorf("fence: malformed %s/%d/stat", procDir, pid)
-	}
-	fields := strings.Fields(string(st[i+1:]))
-	// fields[0] is field 3 (state); start time is field 22.
-	if len(fields) < 20 {
-		return time.Time{}, fmt.Errorf("fence: malformed %s/%d/stat", procDir, pid)
-	}
-	ticks, err := strconv.ParseInt(fields[19], 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("fence: malformed start time in %s/%d/stat: %w", procDir, pid, err)
-	}
-	boot, err := bootTime(procDir)
-	if err != nil {
-		return time.Time{}, err
-	}
-	return boot.Add(time.Duration(ticks) * time.Second / userHZ), nil
-}
-
-// bootTime reads btime from procDir/stat.
-func bootTime(procDir string) (time.Time, error) {
-	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
-	if err != nil {
-		return time.Time{}, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("fence: malformed btime in %s/stat: %w", procDir, err)
+		p.mu.Unlock()
+		if busy {
+			continue // an earlier read of it never came back: it would hang too
+		}
+		started++
+		go func() {
+			defer func() {
+				p.mu.Lock()
+				delete(p.inFlight, pid)
+				p.mu.Unlock()
+				finished <- struct{}{}
+			}()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				return
 			}
-			return time.Unix(sec, 0), nil
+			pn, ok := p.readOne(pid)
+			if ok && want != nil && want[pid] != pn.q.UUID {
+				closeFD(pn.fd)
+				ok = false
+			}
+			sc.mu.Lock()
+			defer sc.mu.Unlock()
+			if sc.over {
+				if ok {
+					closeFD(pn.fd) // too late: the scan has moved on
+				}
+				return
+			}
+			sc.done[pid] = true
+			switch {
+			case ok && each != nil:
+				each(pn)
+			case ok:
+				sc.found[pid] = pn
+			}
+		}()
+	}
+wait:
+	for range started {
+		select {
+		case <-finished:
+		case <-ctx.Done():
+			break wait
 		}
 	}
-	return time.Time{}, fmt.Errorf("fence: no btime in %s/stat", procDir)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.over = true
+	for _, pid := range pids {
+		if !sc.done[pid] {
+			unread = append(unread, pid)
+		}
+	}
+	return sc.found, unread
+}
+
+// readOne pins pid and reads its command line; ok is false when it is not
+// a QEMU with -uuid, or is gone. The pidfd is opened before the read and
+// checked after it: a process alive at both ends cannot have handed its pid
+// to another, so the command line read is the pinned process's.
+func (p *Procs) readOne(pid int) (pin, bool) {
+	fd := -1
+	if !p.noPidfd {
+		var err error
+		fd, err = unix.PidfdOpen(pid, 0)
+		switch {
+		case errors.Is(err, unix.ESRCH):
+			return pin{}, false
+		case err != nil:
+			fd = -1 // no pidfds here (ENOSYS, seccomp): kill by pid after a re-read
+		}
+	}
+	cmdline, err := p.read(filepath.Join(p.dir, strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		closeFD(fd)
+		return pin{}, false // gone, or a kernel thread
+	}
+	uuid, name, ok := parseQEMUCmdline(cmdline)
+	if !ok || (fd >= 0 && exitedFD(fd)) {
+		closeFD(fd)
+		return pin{}, false
+	}
+	return pin{q: QEMU{PID: pid, UUID: uuid, Name: name}, fd: fd}, true
+}
+
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// exitedFD reports whether the process behind pidfd fd has exited (a
+// pidfd becomes readable then, zombie or reaped).
+func exitedFD(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
 }
 
 // parseQEMUCmdline reads a NUL-separated /proc/PID/cmdline and returns the
@@ -303,96 +374,125 @@ func guestName(v string) string {
 	return ""
 }
 
-// KillQEMU sends SIGKILL to each process and waits, bounded by ctx, until
-// each is gone: exited (a zombie no longer runs guest code nor holds its
-// files) or reaped. It returns the processes still alive when ctx ended, in
-// the order given; nil means every one is dead.
+// Kill sends SIGKILL to each process and waits, bounded by ctx, until each
+// is gone: exited (a zombie no longer runs guest code nor holds its files)
+// or reaped. It returns the processes still alive when ctx ended, in the
+// order given; nil means every one is dead.
 //
-// A pid that no longer runs the same guest (its -uuid differs: the QEMU died
-// and the pid was reused) counts as gone and is not signalled. Each process
-// is pinned with a pidfd before that check, so the signal cannot reach a
-// process that took over the pid afterwards. On kernels without pidfds it
-// falls back to kill(2) and polling /proc.
+// Every process Find pinned (same pid and -uuid) is signalled first,
+// through its pidfd, with no new look at /proc. Then the others are pinned
+// and their -uuid checked, in parallel, bounded by ctx: a pid that no longer
+// runs the same guest (the QEMU died and the pid was reused) counts as gone
+// and is not signalled; one whose command line cannot be read in time is a
+// survivor. On kernels without pidfds it signals with kill(2) after the
+// check and polls /proc.
 //
 // SIGKILL cannot be caught, blocked or ignored and also ends a stopped
 // (SIGSTOPped) QEMU, but a process in uninterruptible sleep (D state, stuck
 // on storage) dies only when that I/O returns: it is then a survivor.
 // Writes a dead QEMU already handed to the kernel (network disks: data
 // queued in a socket) may still reach the storage after it died.
-func KillQEMU(ctx context.Context, procs []QEMU) (survivors []QEMU) {
-	return killQEMU(ctx, "/proc", procs, true)
-}
-
-// killPoll is how often KillQEMU looks at ctx, and at /proc without pidfds.
-const killPoll = 5 * time.Millisecond
-
-// killQEMU is KillQEMU; usePidfd false tests the fallback for kernels
-// without pidfds.
-func killQEMU(ctx context.Context, procDir string, procs []QEMU, usePidfd bool) []QEMU {
+//
+// Outcomes: nil (all dead), or the survivors.
+func (p *Procs) Kill(ctx context.Context, procs []QEMU) (survivors []QEMU) {
 	type victim struct {
 		q     QEMU
 		pidfd int // -1: no pidfd, poll /proc
 	}
 	var waiting []victim
-	for _, q := range procs {
-		fd, err := -1, error(unix.ENOSYS)
-		if usePidfd {
-			fd, err = unix.PidfdOpen(q.PID, 0)
+	defer func() {
+		for _, v := range waiting {
+			closeFD(v.pidfd)
 		}
-		switch {
-		case errors.Is(err, unix.ESRCH):
-			continue // already gone
-		case err != nil:
-			fd = -1 // no pidfds here (ENOSYS, seccomp): signal by pid
-		}
-		if !sameGuest(procDir, q) {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			continue // exited, perhaps a zombie, or the pid was reused
-		}
+	}()
+	signal := func(q QEMU, fd int) {
+		var err error
 		if fd >= 0 {
 			err = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 		} else {
 			err = unix.Kill(q.PID, unix.SIGKILL)
 		}
 		if errors.Is(err, unix.ESRCH) {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			continue
+			closeFD(fd)
+			return
 		}
 		// Any other error (EPERM) leaves it alive: it is reported as a survivor.
 		waiting = append(waiting, victim{q: q, pidfd: fd})
 	}
-	defer func() {
-		for _, v := range waiting {
-			if v.pidfd >= 0 {
-				unix.Close(v.pidfd)
+
+	// Pinned: SIGKILL at once, before anything that could wait.
+	want, names := map[int]string{}, map[int]string{}
+	var check []int
+	p.mu.Lock()
+	var pinned []victim
+	for _, q := range procs {
+		q.UUID = strings.ToLower(q.UUID)
+		if pn, ok := p.pins[q.PID]; ok && pn.fd >= 0 && pn.q.UUID == q.UUID {
+			if fd, err := unix.FcntlInt(uintptr(pn.fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+				pinned = append(pinned, victim{q: q, pidfd: fd})
+				continue
 			}
 		}
-	}()
+		if _, dup := want[q.PID]; !dup {
+			want[q.PID] = q.UUID
+			names[q.PID] = q.Name
+			check = append(check, q.PID)
+		}
+	}
+	p.mu.Unlock()
+	for _, v := range pinned {
+		signal(v.q, v.pidfd)
+	}
+
+	// The others: pin and check them all at once, each SIGKILLed as soon
+	// as its check is back. Each check gets at least ScanTimeout, so that a
+	// fence whose context already ended still kills.
+	rtimeout := ScanTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		rtimeout = max(rtimeout, time.Until(dl))
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rtimeout)
+	defer cancel()
+	_, unread := p.readAll(rctx, check, want, func(pn pin) {
+		q := pn.q
+		q.Name = names[q.PID]
+		signal(q, pn.fd)
+	})
+	var stuck []QEMU
+	for _, q := range procs {
+		if slices.Contains(unread, q.PID) {
+			stuck = append(stuck, q)
+		}
+	}
 
 	for {
 		// Drop the dead.
 		alive := waiting[:0]
 		for _, v := range waiting {
-			if dead(procDir, v.q.PID, v.pidfd) {
-				if v.pidfd >= 0 {
-					unix.Close(v.pidfd)
-				}
+			if dead(p.dir, v.q.PID, v.pidfd) {
+				closeFD(v.pidfd)
 				continue
 			}
 			alive = append(alive, v)
 		}
 		waiting = alive
-		if len(waiting) == 0 {
+		if len(waiting) == 0 && len(stuck) == 0 {
 			return nil
 		}
-		if ctx.Err() != nil {
-			out := make([]QEMU, len(waiting))
-			for i, v := range waiting {
-				out[i] = v.q
+		if len(waiting) == 0 || ctx.Err() != nil {
+			left := map[int]bool{}
+			for _, q := range stuck {
+				left[q.PID] = true
+			}
+			for _, v := range waiting {
+				left[v.q.PID] = true
+			}
+			var out []QEMU
+			for _, q := range procs {
+				if left[q.PID] {
+					out = append(out, q)
+					delete(left, q.PID)
+				}
 			}
 			return out
 		}
@@ -415,15 +515,8 @@ func killQEMU(ctx context.Context, procDir string, procs []QEMU, usePidfd bool) 
 	}
 }
 
-// sameGuest reports whether q.PID still runs q's guest (same -uuid).
-func sameGuest(procDir string, q QEMU) bool {
-	cmdline, err := os.ReadFile(filepath.Join(procDir, strconv.Itoa(q.PID), "cmdline"))
-	if err != nil {
-		return false
-	}
-	uuid, _, ok := parseQEMUCmdline(cmdline)
-	return ok && uuid == strings.ToLower(q.UUID)
-}
+// killPoll is how often Kill looks at ctx, and at /proc without pidfds.
+const killPoll = 5 * time.Millisecond
 
 // dead reports whether pid has exited: its pidfd is readable, or /proc has no
 // such process, or it is a zombie ('Z') or dead ('X').

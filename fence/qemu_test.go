@@ -2,6 +2,7 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,23 +53,16 @@ func TestParseQEMUCmdline(t *testing.T) {
 	}
 }
 
-// fakeProc is a /proc and a libvirt run directory in t.TempDir().
+// fakeProc is a /proc in t.TempDir().
 type fakeProc struct {
-	t      *testing.T
-	proc   string
-	run    string
-	boot   time.Time
-	selfNS string
+	t    *testing.T
+	proc string
 }
 
 func newFakeProc(t *testing.T) *fakeProc {
 	t.Helper()
-	dir := t.TempDir()
-	f := &fakeProc{t: t, proc: filepath.Join(dir, "proc"), run: filepath.Join(dir, "run", "libvirt"), boot: time.Unix(1_700_000_000, 0), selfNS: "mnt:[4026531840]"}
-	f.mkdir(filepath.Join(f.proc, "self", "ns"))
-	f.mkdir(filepath.Join(f.run, "qemu"))
-	f.symlink(f.selfNS, filepath.Join(f.proc, "self", "ns", "mnt"))
-	f.write(filepath.Join(f.proc, "stat"), fmt.Sprintf("cpu  1 2 3 4\nbtime %d\nprocesses 9\n", f.boot.Unix()))
+	f := &fakeProc{t: t, proc: filepath.Join(t.TempDir(), "proc")}
+	f.mkdir(f.proc)
 	return f
 }
 
@@ -84,15 +78,9 @@ func (f *fakeProc) write(p, s string) {
 	}
 }
 
-func (f *fakeProc) symlink(target, p string) {
-	if err := os.Symlink(target, p); err != nil {
-		f.t.Fatal(err)
-	}
-}
-
-// process adds /proc/PID with a NUL-separated cmdline, a mount namespace
-// link and a stat whose start time is started (after boot).
-func (f *fakeProc) process(pid int, ns string, started time.Duration, args ...string) {
+// process adds /proc/PID with a NUL-separated cmdline and a mount namespace
+// link (which the fence must not care about).
+func (f *fakeProc) process(pid int, mntNS string, args ...string) {
 	d := filepath.Join(f.proc, strconv.Itoa(pid))
 	f.mkdir(filepath.Join(d, "ns"))
 	cmdline := ""
@@ -100,19 +88,20 @@ func (f *fakeProc) process(pid int, ns string, started time.Duration, args ...st
 		cmdline += a + "\x00"
 	}
 	f.write(filepath.Join(d, "cmdline"), cmdline)
-	f.symlink(ns, filepath.Join(d, "ns", "mnt"))
-	ticks := int64(started / (time.Second / userHZ))
-	// Fields 3..21 then starttime (22): comm with a space and a ')' on purpose.
-	f.write(filepath.Join(d, "stat"), fmt.Sprintf("%d (qemu (x) y) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 3 0 %d 0 0\n", pid, ticks))
-}
-
-// pidFile writes RUNDIR/qemu/NAME.pid naming pid, modified at boot+at.
-func (f *fakeProc) pidFile(name string, pid int, at time.Duration) {
-	p := filepath.Join(f.run, "qemu", name+".pid")
-	f.write(p, strconv.Itoa(pid)+"\n")
-	if err := os.Chtimes(p, f.boot.Add(at), f.boot.Add(at)); err != nil {
+	if err := os.Symlink(mntNS, filepath.Join(d, "ns", "mnt")); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// fakeProcs reads a fake /proc whose pids no process has: pidfds cannot
+// pin them, so it reads as on a kernel without pidfds.
+// Its reads get the safety bound, not ScanTimeout: a loaded test machine
+// must not make a healthy read look stuck.
+func fakeProcs(dir string) *Procs {
+	p := NewProcs(dir)
+	p.noPidfd = true
+	p.timeout = safetyBound
+	return p
 }
 
 func qemuArgs(uuid, name string) []string {
@@ -123,151 +112,39 @@ const (
 	uuidA = "aaaaaaaa-0000-4000-8000-000000000001"
 	uuidB = "bbbbbbbb-0000-4000-8000-000000000002"
 	uuidC = "cccccccc-0000-4000-8000-000000000003"
-	uuidD = "dddddddd-0000-4000-8000-000000000004"
-	uuidE = "eeeeeeee-0000-4000-8000-000000000005"
-	uuidF = "ffffffff-0000-4000-8000-000000000006"
+	nsOne = "mnt:[4026531840]"
+	nsTwo = "mnt:[4026532999]"
 )
 
 func TestFindQEMU(t *testing.T) {
 	f := newFakeProc(t)
-	const otherNS = "mnt:[4026532999]" // another lab host, or QEMU's private namespace
-	min := time.Minute
-
-	// Lab: QEMU in this host's mount namespace, no pid file needed.
-	f.process(101, f.selfNS, 10*min, "/usr/bin/qemu-system-x86_64", "-name", "guest=vm-a", "-uuid="+strings.ToUpper(uuidA))
-	// Another lab host's QEMU, same PID namespace: not ours.
-	f.process(102, otherNS, 10*min, qemuArgs(uuidB, "vm-b")...)
-	// Production: QEMU in a private mount namespace, named by our pid file.
-	f.process(103, otherNS, 10*min, qemuArgs(uuidC, "vm-c")...)
-	f.pidFile("vm-c", 103, 10*min+50*time.Millisecond)
-	// A pid file of ours naming a process of another name: not ours.
-	f.process(104, otherNS, 10*min, qemuArgs(uuidD, "vm-other")...)
-	f.pidFile("vm-d", 104, 10*min)
-	// A stale pid file (left by a crash) whose pid was reused later by
-	// another host's QEMU of the same name.
-	f.process(105, otherNS, 20*min, qemuArgs(uuidE, "vm-e")...)
-	f.pidFile("vm-e", 105, 10*min)
-	// driver.pid is libvirtd's own pid, even if its command line looked like QEMU.
-	f.process(106, otherNS, 1*min, "/usr/sbin/libvirtd", "-uuid", uuidF, "-name", "guest=driver")
-	f.pidFile("driver", 106, 2*min)
+	// One machine is one host: every QEMU with -uuid is ours, whatever its
+	// mount namespace (libvirt gives each QEMU its own).
+	f.process(101, nsOne, "/usr/bin/qemu-system-x86_64", "-name", "guest=vm-a", "-uuid="+strings.ToUpper(uuidA))
+	f.process(102, nsTwo, qemuArgs(uuidB, "vm-b")...)
+	f.process(103, nsTwo, "qemu-kvm", "-uuid", uuidC) // no -name
 	// Not QEMU, kernel thread, and a non-pid entry.
-	f.process(107, f.selfNS, 1*min, "/usr/sbin/libvirtd", "-d")
-	f.process(108, f.selfNS, 0)
+	f.process(107, nsOne, "/usr/sbin/libvirtd", "-d")
+	f.process(108, nsOne)
 	f.mkdir(filepath.Join(f.proc, "sys"))
+	// Gone between the listing and the read.
+	f.mkdir(filepath.Join(f.proc, "109"))
 
-	self, err := ThisHost(f.proc, f.run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := FindQEMU(f.proc, self)
+	got, err := fakeProcs(f.proc).Find(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []QEMU{
 		{PID: 101, UUID: uuidA, Name: "vm-a"},
-		{PID: 103, UUID: uuidC, Name: "vm-c"},
+		{PID: 102, UUID: uuidB, Name: "vm-b"},
+		{PID: 103, UUID: uuidC},
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("FindQEMU = %+v\nwant %+v", got, want)
+		t.Errorf("Find = %+v\nwant %+v", got, want)
 	}
 
-	if _, err := FindQEMU(filepath.Join(f.proc, "missing"), self); err == nil {
-		t.Error("FindQEMU on a missing proc dir: no error")
-	}
-}
-
-func TestHostFilter(t *testing.T) {
-	const otherNS = "mnt:[4026532999]"
-	min := time.Minute
-	cases := []struct {
-		name  string
-		setup func(f *fakeProc) // adds pid 200
-		mine  bool
-	}{
-		{"ok: same mount namespace", func(f *fakeProc) {
-			f.process(200, f.selfNS, min, qemuArgs(uuidA, "vm")...)
-		}, true},
-		{"ok: named by a pid file", func(f *fakeProc) {
-			f.process(200, otherNS, min, qemuArgs(uuidA, "vm")...)
-			f.pidFile("vm", 200, min+time.Second)
-		}, true},
-		{"other host", func(f *fakeProc) {
-			f.process(200, otherNS, min, qemuArgs(uuidA, "vm")...)
-		}, false},
-		{"other host, unreadable namespace", func(f *fakeProc) {
-			f.process(200, otherNS, min, qemuArgs(uuidA, "vm")...)
-			os.Remove(filepath.Join(f.proc, "200", "ns", "mnt"))
-		}, false},
-		{"driver.pid excluded", func(f *fakeProc) {
-			f.process(200, otherNS, min, qemuArgs(uuidA, "driver")...)
-			f.pidFile("driver", 200, min+time.Second)
-		}, false},
-		{"pid file of another domain", func(f *fakeProc) {
-			f.process(200, otherNS, min, qemuArgs(uuidA, "vm")...)
-			f.pidFile("vm-2", 200, min+time.Second)
-		}, false},
-		{"stale pid file, pid reused", func(f *fakeProc) {
-			f.process(200, otherNS, 9*min, qemuArgs(uuidA, "vm")...)
-			f.pidFile("vm", 200, min)
-		}, false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := newFakeProc(t)
-			c.setup(f)
-			self, err := ThisHost(f.proc, f.run)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := self.PIDFiles[200]; ok && strings.HasPrefix(c.name, "driver") {
-				t.Errorf("ThisHost read driver.pid: %+v", self.PIDFiles)
-			}
-			got, err := FindQEMU(f.proc, self)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if mine := len(got) == 1; mine != c.mine {
-				t.Errorf("FindQEMU = %+v; want this host's: %v", got, c.mine)
-			}
-		})
-	}
-}
-
-func TestThisHost(t *testing.T) {
-	f := newFakeProc(t)
-	f.pidFile("vm-1", 300, time.Minute)
-	f.pidFile("driver", 1, time.Minute)
-	f.write(filepath.Join(f.run, "qemu", "garbage.pid"), "not a pid\n")
-	f.write(filepath.Join(f.run, "qemu", "vm-1.xml"), "<domstatus/>")
-	f.mkdir(filepath.Join(f.run, "qemu", "dbus.pid")) // a directory, not a pid file
-	self, err := ThisHost(f.proc, f.run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if self.MountNS != f.selfNS {
-		t.Errorf("MountNS = %q, want %q", self.MountNS, f.selfNS)
-	}
-	if len(self.PIDFiles) != 1 || self.PIDFiles[300].Name != "vm-1" {
-		t.Errorf("PIDFiles = %+v, want only 300 → vm-1", self.PIDFiles)
-	}
-
-	// No libvirt state yet: nothing to match by pid file, not an error.
-	self, err = ThisHost(f.proc, filepath.Join(t.TempDir(), "nothing"))
-	if err != nil || len(self.PIDFiles) != 0 {
-		t.Errorf("ThisHost without a run dir = %+v, %v; want no pid files, no error", self, err)
-	}
-	// No mount namespace to compare with: an error, not a silent empty filter.
-	if _, err := ThisHost(t.TempDir(), f.run); err == nil {
-		t.Error("ThisHost without /proc/self/ns/mnt: no error")
-	}
-}
-
-func TestZeroHostFilterMatchesNothing(t *testing.T) {
-	f := newFakeProc(t)
-	f.process(400, f.selfNS, time.Minute, qemuArgs(uuidA, "vm")...)
-	got, err := FindQEMU(f.proc, HostFilter{})
-	if err != nil || len(got) != 0 {
-		t.Errorf("FindQEMU with a zero HostFilter = %+v, %v; want nothing", got, err)
+	if _, err := fakeProcs(filepath.Join(f.proc, "missing")).Find(context.Background()); err == nil {
+		t.Error("Find on a missing proc dir: no error")
 	}
 }
 
@@ -339,12 +216,12 @@ func testKillQEMU(t *testing.T, usePidfd bool) {
 		t.Fatal(err)
 	}
 
-	self, err := ThisHost("/proc", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := FindQEMU("/proc", self)
-	if err != nil {
+	p := NewProcs("/proc")
+	defer p.Close()
+	p.noPidfd = !usePidfd
+	p.timeout = safetyBound // every process of this machine: no read may look stuck under load
+	all, err := p.Find(context.Background())
+	if err != nil && !errors.Is(err, ErrUnread) {
 		t.Fatal(err)
 	}
 	var procs []QEMU
@@ -359,13 +236,13 @@ func testKillQEMU(t *testing.T, usePidfd bool) {
 	}
 	slices.SortFunc(want, func(a, b QEMU) int { return a.PID - b.PID })
 	if !slices.Equal(procs, want) {
-		t.Fatalf("FindQEMU on /proc found %+v, want %+v", procs, want)
+		t.Fatalf("Find on /proc found %+v, want %+v", procs, want)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	survivors := killQEMU(ctx, "/proc", procs, usePidfd)
+	survivors := p.Kill(ctx, procs)
 	took := time.Since(start)
 	if len(survivors) != 0 {
 		t.Fatalf("KillQEMU survivors: %+v", survivors)
@@ -386,7 +263,7 @@ func TestKillQEMUSkipsReusedPID(t *testing.T) {
 	other := startFakeQEMU(t, u, "reused")
 	// The pid now runs a guest other than the one found: never signal it.
 	stale := QEMU{PID: other.Process.Pid, UUID: "40000000-0000-4000-8000-00000000000d", Name: "gone"}
-	if s := KillQEMU(context.Background(), []QEMU{stale}); len(s) != 0 {
+	if s := NewProcs("/proc").Kill(context.Background(), []QEMU{stale}); len(s) != 0 {
 		t.Errorf("survivors %+v, want none (the guest is gone)", s)
 	}
 	time.Sleep(20 * time.Millisecond)
@@ -409,13 +286,13 @@ func TestKillQEMUGoneAndZombie(t *testing.T) {
 	gone := QEMU{PID: 1 << 22, UUID: u, Name: "never"} // above the default pid_max: no such process
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if s := KillQEMU(ctx, []QEMU{q, gone}); len(s) != 0 {
+	if s := NewProcs("/proc").Kill(ctx, []QEMU{q, gone}); len(s) != 0 {
 		t.Errorf("survivors %+v, want none", s)
 	}
 }
 
 func TestKillQEMULateContext(t *testing.T) {
-	if s := KillQEMU(context.Background(), nil); s != nil {
+	if s := NewProcs("/proc").Kill(context.Background(), nil); s != nil {
 		t.Errorf("KillQEMU(nil) = %+v, want nil", s)
 	}
 	// A fence whose context already ended still sends SIGKILL; it just does
@@ -425,7 +302,7 @@ func TestKillQEMULateContext(t *testing.T) {
 	q := QEMU{PID: p.Process.Pid, UUID: u, Name: "late"}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s := KillQEMU(ctx, []QEMU{q})
+	s := NewProcs("/proc").Kill(ctx, []QEMU{q})
 	if len(s) > 1 || (len(s) == 1 && s[0] != q) {
 		t.Errorf("survivors %+v, want at most %+v", s, q)
 	}
@@ -435,5 +312,141 @@ func TestKillQEMULateContext(t *testing.T) {
 			t.Fatal("SIGKILL was not sent with a cancelled context")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// stuckFile makes p a FIFO nobody writes: reading it blocks, as reading
+// /proc/PID/cmdline does while that process's mmap_lock is held by a task
+// stuck in D state. The cleanup opens it for writing so the abandoned read
+// returns and the test binary can exit.
+func stuckFile(t *testing.T, p string) {
+	t.Helper()
+	os.Remove(p)
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 100; i++ {
+			w, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				return // no reader waiting (ENXIO): nothing to release
+			}
+			w.Close()
+			time.Sleep(time.Millisecond)
+		}
+	})
+}
+
+func TestFindQEMUClockStepOtherNamespace(t *testing.T) {
+	// Production: QEMU in a mount namespace of its own (libvirt's default),
+	// the watchdog in another (the unit's hardening), then the wall clock
+	// is stepped forward (chrony's makestep after boot): /proc/stat's btime
+	// moves, QEMU's pid file does not. None of it may hide the guest.
+	f := newFakeProc(t)
+	f.mkdir(filepath.Join(f.proc, "self", "ns"))
+	if err := os.Symlink(nsOne, filepath.Join(f.proc, "self", "ns", "mnt")); err != nil {
+		t.Fatal(err)
+	}
+	f.process(500, nsTwo, qemuArgs(uuidA, "vm-a")...)
+	f.write(filepath.Join(f.proc, "500", "stat"), "500 (qemu-system-x86) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 3 0 60000 0 0\n")
+	f.write(filepath.Join(f.proc, "stat"), fmt.Sprintf("cpu  1 2 3 4\nbtime %d\nprocesses 9\n", time.Now().Add(time.Hour).Unix()))
+	got, err := fakeProcs(f.proc).Find(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []QEMU{{PID: 500, UUID: uuidA, Name: "vm-a"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Find after a clock step = %+v, want %+v: every QEMU on this machine is this host's", got, want)
+	}
+}
+
+// safetyBound is how long a test waits for a scan or a kill that must not
+// hang; far above what either takes, far below "forever".
+const safetyBound = 10 * time.Second
+
+func TestFindQEMUStuckRead(t *testing.T) {
+	f := newFakeProc(t)
+	f.process(600, nsOne, qemuArgs(uuidA, "vm-stuck")...)
+	stuckFile(t, filepath.Join(f.proc, "600", "cmdline"))
+	f.process(601, nsOne, qemuArgs(uuidB, "vm-b")...)
+	p := fakeProcs(f.proc)
+	p.timeout = 2 * time.Second // the stuck read is abandoned then
+	defer p.Close()
+	type result struct {
+		qs  []QEMU
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		qs, err := p.Find(context.Background())
+		done <- result{qs, err}
+	}()
+	select {
+	case r := <-done:
+		want := []QEMU{{PID: 601, UUID: uuidB, Name: "vm-b"}}
+		if !slices.Equal(r.qs, want) {
+			t.Errorf("Find = %+v, want %+v", r.qs, want)
+		}
+		if !errors.Is(r.err, ErrUnread) || !strings.Contains(r.err.Error(), "600") {
+			t.Errorf("Find error = %v, want one naming the unread pid 600", r.err)
+		}
+	case <-time.After(safetyBound):
+		t.Fatalf("Find still scanning after %v: one stuck process stalls the fence", safetyBound)
+	}
+}
+
+func TestKillQEMUStuckRead(t *testing.T) {
+	ua, ub := "70000000-0000-4000-8000-000000000010", "80000000-0000-4000-8000-000000000011"
+	a := startFakeQEMU(t, ua, "stuck")
+	b := startFakeQEMU(t, ub, "healthy")
+	f := newFakeProc(t)
+	f.process(a.Process.Pid, nsOne, qemuArgs(ua, "stuck")...)
+	stuckFile(t, filepath.Join(f.proc, strconv.Itoa(a.Process.Pid), "cmdline"))
+	f.process(b.Process.Pid, nsOne, qemuArgs(ub, "healthy")...)
+	qa := QEMU{PID: a.Process.Pid, UUID: ua, Name: "stuck"}
+	qb := QEMU{PID: b.Process.Pid, UUID: ub, Name: "healthy"}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	done := make(chan []QEMU, 1)
+	go func() { done <- NewProcs(f.proc).Kill(ctx, []QEMU{qa, qb}) }()
+	select {
+	case s := <-done:
+		if !exited(qb.PID) {
+			t.Errorf("the healthy guest (pid %d) still runs; survivors %+v", qb.PID, s)
+		}
+		if !slices.Equal(s, []QEMU{qa}) {
+			t.Errorf("survivors %+v, want the unreadable one %+v", s, qa)
+		}
+	case <-time.After(safetyBound):
+		t.Fatalf("KillQEMU still running after %v; healthy guest dead: %v", safetyBound, exited(qb.PID))
+	}
+}
+
+// A guest Find pinned is killed through its pidfd with no new look at its
+// command line, and later scans list it without reading it again: a QEMU
+// stuck on storage (whose cmdline read would hang) is still found and killed.
+func TestPinnedGuestNeedsNoRead(t *testing.T) {
+	u := "90000000-0000-4000-8000-000000000012"
+	g := startFakeQEMU(t, u, "pinned")
+	f := newFakeProc(t)
+	f.process(g.Process.Pid, nsOne, qemuArgs(u, "pinned")...)
+	p := NewProcs(f.proc)
+	p.timeout = safetyBound
+	defer p.Close()
+	want := []QEMU{{PID: g.Process.Pid, UUID: u, Name: "pinned"}}
+	if got, err := p.Find(context.Background()); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Find = %+v, %v; want %+v", got, err, want)
+	}
+	stuckFile(t, filepath.Join(f.proc, strconv.Itoa(g.Process.Pid), "cmdline"))
+	if got, err := p.Find(context.Background()); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("second Find = %+v, %v; want %+v without a read", got, err, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), safetyBound)
+	defer cancel()
+	if s := p.Kill(ctx, want); len(s) != 0 {
+		t.Errorf("survivors %+v, want none", s)
+	}
+	if !exited(g.Process.Pid) {
+		t.Error("the pinned guest still runs")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -46,9 +45,9 @@ type ReconcileOptions struct {
 //   - a key of ours whose domain libvirt reports inactive with no job for
 //     longer than Grace is deleted (a stop whose hook could not reach etcd),
 //     at once when libvirt says its QEMU crashed; never while a QEMU with
-//     its UUID runs here. The stop is judged as the hook judges it
-//     (lease.StopState.JudgeStop), so a deliberate stop still sets an HA
-//     intent to stopped.
+//     its -uuid runs in /proc (or /proc cannot tell). The stop is judged
+//     as the hook judges it (lease.StopState.JudgeStop), so a deliberate
+//     stop still sets an HA intent to stopped.
 func (w *Watchdog) reconcile(ctx context.Context, o ReconcileOptions) {
 	if o.Interval <= 0 {
 		o.Interval = 5 * time.Second
@@ -206,6 +205,24 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		return
 	}
 	now := time.Now()
+	// /proc over libvirt's word: libvirt can lose a live QEMU (it crashed
+	// between exec and saving the domain's status), and releasing that
+	// guest's keys would let another host start a second copy. Asked once
+	// per pass, and only when a release is due.
+	var inProc map[string]Guest
+	var procErr error
+	qemuRuns := func(uuid string) (Guest, bool, error) {
+		if inProc == nil && procErr == nil {
+			var gs []Guest
+			gs, procErr = w.o.Guests.Running(ctx)
+			inProc = map[string]Guest{}
+			for _, g := range gs {
+				inProc[g.UUID] = g
+			}
+		}
+		g, ok := inProc[uuid]
+		return g, ok, procErr
+	}
 	for _, d := range hs.Domains {
 		if running[d.UUID] {
 			delete(inactiveSince, d.UUID)
@@ -233,6 +250,14 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 			if now.Sub(first) < o.Grace {
 				continue
 			}
+		}
+		if g, ok, err := qemuRuns(d.UUID); ok {
+			w.o.Log.Error("reconcile: libvirt reports the domain inactive but its QEMU runs: keeping its keys", "domain", d.Name, "uuid", d.UUID, "pid", g.PID)
+			continue
+		} else if err != nil {
+			// A guest among the processes /proc could not show: when unsure, keep.
+			w.o.Log.Warn("reconcile: cannot tell from /proc whether the domain's QEMU runs: keeping its keys", "domain", d.Name, "uuid", d.UUID, "err", err.Error())
+			continue
 		}
 		// Only keys as Holdings saw them, before State said inactive: a
 		// start since then wrote them again and keeps them.
@@ -276,15 +301,12 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 // replaced, anything else (crashed, killed by the watchdog) leaves it
 // running for HA. It reports whether the keys are settled.
 //
+// The caller has made sure that no QEMU with d's UUID runs here.
+//
 // Outcomes:
 //   - true: released (or nothing of ours was left); the run's markers go;
-//   - false: a QEMU with d's UUID still runs here (libvirt lost track of
-//     it: its keys must stay), or etcd or /proc did not answer: next round.
+//   - false: etcd did not answer: next round.
 func (w *Watchdog) releaseStopped(ctx context.Context, h lease.Holder, d lease.DomainStatus, crashed bool) bool {
-	gs, err := w.o.Guests.Running(ctx)
-	if err != nil || slices.ContainsFunc(gs, func(g Guest) bool { return g.UUID == d.UUID }) {
-		return false
-	}
 	st := w.stops()
 	kind := lease.StopLost
 	if !crashed {

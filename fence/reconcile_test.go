@@ -2,6 +2,7 @@ package fence
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -501,5 +502,77 @@ func TestReconcileIncomingWithoutMarker(t *testing.T) {
 	}
 	if rec, _ := store.Holding(ctx, "u-in"); rec == nil || rec.Host != "host-a" {
 		t.Fatalf("holder %+v, want host-a until the hand-off", rec)
+	}
+}
+
+// procGuests is /proc with a fixed list of QEMUs; kills are recorded.
+type procGuests struct {
+	running []Guest
+	err     error
+	killed  []string
+}
+
+func (p *procGuests) Running(context.Context) ([]Guest, error) { return p.running, p.err }
+func (p *procGuests) Kill(_ context.Context, gs []Guest) []Guest {
+	for _, g := range gs {
+		p.killed = append(p.killed, g.Name)
+	}
+	return nil
+}
+
+// libvirt can lose a live QEMU (libvirtd crashed between exec and saving its
+// status, a lost status file): it then reports the domain inactive with no
+// job while the QEMU still writes the disk. Its keys must stay, or HA (the
+// intent stays running) starts a second copy elsewhere.
+func TestReconcileKeepsKeysOfAQEMULibvirtLost(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	a := testSession(t, store, "host-a")
+	for _, c := range []lease.Claim{
+		{UUID: "u-lost", Name: "lost", Disks: []string{"disk/lost"}},    // QEMU runs, libvirt forgot it
+		{UUID: "u-gone", Name: "gone", Disks: []string{"disk/gone"}},    // no QEMU: released
+		{UUID: "u-blind", Name: "blind", Disks: []string{"disk/blind"}}, // /proc unreadable: kept
+	} {
+		if _, err := store.Claim(ctx, a, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name  string
+		procs *procGuests
+		held  map[string]bool
+	}{ // in order: the first keeps what the second releases
+		{"/proc unreadable", &procGuests{err: errors.New("fence: could not read the command line of 1 process(es)")},
+			map[string]bool{"u-blind": true, "u-gone": true}},
+		{"QEMU in /proc", &procGuests{running: []Guest{{UUID: "u-lost", Name: "lost", PID: 4242}}},
+			map[string]bool{"u-lost": true, "u-gone": false, "u-blind": false}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opts := ReconcileOptions{Domains: &fakeDomains{}, Grace: time.Nanosecond,
+				Parse: func(string) (lease.Claim, bool, error) { return lease.Claim{}, false, nil }}
+			w := New(Options{Config: testConfig, Host: "host-a", StateDir: t.TempDir(), Sessions: store, Guests: c.procs,
+				Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			w.active.Store(&a)
+			since := map[string]time.Time{}
+			w.reconcileOnce(ctx, opts, a, since)
+			time.Sleep(time.Millisecond)
+			w.reconcileOnce(ctx, opts, a, since) // past the grace
+			for uuid, want := range c.held {
+				rec, err := store.Holding(ctx, uuid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := rec != nil && rec.Host == "host-a"; got != want {
+					t.Errorf("%s held by host-a: %v, want %v", uuid, got, want)
+				}
+			}
+			if len(c.procs.killed) != 0 {
+				t.Errorf("killed %v: reconcile must not kill a guest libvirt lost", c.procs.killed)
+			}
+		})
 	}
 }

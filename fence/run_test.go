@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,9 +91,17 @@ func (g *oneGuest) Kill(context.Context, []Guest) []Guest {
 }
 
 type petLog struct {
-	mu    sync.Mutex
-	clock *stepClock
-	pets  []time.Duration
+	mu     sync.Mutex
+	clock  *stepClock
+	pets   []time.Duration
+	opened time.Duration // -1: never
+}
+
+func (p *petLog) Open() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.opened = p.clock.Now()
+	return nil
 }
 
 func (p *petLog) Pet() error {
@@ -112,7 +122,7 @@ func (p *petLog) Close(bool) error { return nil }
 func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	clock := &stepClock{waiters: make(chan waiter)}
 	guest := &oneGuest{clock: clock}
-	dev := &petLog{clock: clock}
+	dev := &petLog{clock: clock, opened: -1}
 	cfg := DefaultConfig()
 	w := New(Options{Config: cfg, Host: "host-a", Version: "test", StateDir: t.TempDir(), BootID: "boot",
 		Clock: clock, Sessions: partitionedSessions{}, Guests: guest, Device: dev,
@@ -156,7 +166,10 @@ func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	}
 	dev.mu.Lock()
 	defer dev.mu.Unlock()
-	prev := time.Duration(0) // opening the device arms it
+	if dev.opened != 0 {
+		t.Errorf("device opened at %v, want at the grant's acknowledgement (0)", dev.opened)
+	}
+	prev := dev.opened // opening the device arms it
 	var lastBeforeFence time.Duration
 	for _, p := range dev.pets {
 		if p-prev >= cfg.DeviceTimeout() {
@@ -180,5 +193,115 @@ func TestRunPetsDeviceThroughPartition(t *testing.T) {
 	}
 	if !slices.Contains(dev.pets, guest.at) {
 		t.Errorf("no pet at the fence (%v) right after its kills; pets: %v", guest.at, dev.pets)
+	}
+}
+
+// grantSessions grants every session with ttl and registers it.
+type grantSessions struct {
+	Sessions
+	ttl time.Duration
+}
+
+func (g grantSessions) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	return 1, g.ttl, nil
+}
+func (grantSessions) Register(context.Context, lease.HostRecord) error { return nil }
+
+// A TTL above the one asked means etcd's election timeout is long for our
+// timings: warned about, as the margin must exceed that timeout.
+func TestNewSessionWarnsLongerTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration
+		warn bool
+	}{
+		{"as asked", 10 * time.Second, false},
+		{"longer", 15 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			w := New(Options{Config: DefaultConfig(), Host: "host-a", StateDir: t.TempDir(), BootID: "boot",
+				Sessions: grantSessions{ttl: tc.ttl}, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+			if _, _, err := w.newSession(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "longer session TTL"); got != tc.warn {
+				t.Fatalf("warned %v, want %v: %s", got, tc.warn, logs.String())
+			}
+		})
+	}
+}
+
+// failingSessions answers every renewal at once with an error: etcd
+// unreachable.
+type failingSessions struct{ Sessions }
+
+func (failingSessions) Renew(context.Context, lease.ID) (time.Duration, error) {
+	return 0, lease.ErrUnavailable
+}
+func (failingSessions) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
+	return 0, 0, lease.ErrUnavailable
+}
+func (failingSessions) Revoke(context.Context, lease.ID) error { return lease.ErrUnavailable }
+func (failingSessions) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
+	return nil, lease.ErrUnavailable
+}
+func (failingSessions) SetUnfenced(context.Context, string, lease.Unfenced) error {
+	return lease.ErrUnavailable
+}
+func (failingSessions) GetUnfenced(context.Context, string) (lease.Unfenced, int64, bool, error) {
+	return lease.Unfenced{}, 0, false, lease.ErrUnavailable
+}
+func (failingSessions) ClearUnfenced(context.Context, string, int64) error {
+	return lease.ErrUnavailable
+}
+
+// READY=1 waits until etcd verified a session: a session resumed from the
+// file whose renewals fail is not one (systemd would let libvirtd start
+// guests' autostart against a session that may be gone).
+func TestRunReadyOnlyOnceVerified(t *testing.T) {
+	clock := &stepClock{waiters: make(chan waiter)}
+	dir := t.TempDir()
+	if err := lease.WriteSession(filepath.Join(dir, "session"), lease.Session{Host: "host-a", Lease: 7, Boot: "boot",
+		Deadline: int64(20 * time.Second), State: lease.SessionOK}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var notes []string
+	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
+		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Notify: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	for clock.Now() < 5*time.Second {
+		var next waiter
+		select {
+		case next = <-clock.waiters:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the loop neither slept nor returned")
+		}
+		select {
+		case again := <-clock.waiters:
+			next = again
+		case <-time.After(20 * time.Millisecond):
+		}
+		clock.set(max(next.at, clock.Now()+time.Millisecond))
+		close(next.ch)
+	}
+	cancel()
+	go func() {
+		for range clock.waiters {
+		}
+	}()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(notes, "READY=1") {
+		t.Fatalf("READY=1 sent with every renewal of the resumed session failing: %v", notes)
+	}
+	if !slices.ContainsFunc(notes, func(s string) bool { return strings.HasPrefix(s, "EXTEND_TIMEOUT_USEC=") }) {
+		t.Errorf("no EXTEND_TIMEOUT_USEC while enforcing the resumed session: %v", notes)
 	}
 }

@@ -124,12 +124,25 @@ type sim struct {
 	// blind /proc scan).
 	hidden   map[string]bool
 	unfenced *lease.Unfenced
-	// hardware watchdog device model
+	// hardware watchdog device model, as Linux's watchdog_dev.c behaves:
+	// opening an inactive device starts it, WDIOC_SETTIMEOUT and every
+	// write ping it, a release (close, or the death of the process holding
+	// it) without the magic "V" pings it, a release after "V" stops it.
 	device     bool // configured
-	armed      bool // opened and not disarmed
+	armed      bool // started and not stopped
+	devOpen    bool // the current watchdog process holds it open
+	devTimeout time.Duration
 	lastPet    time.Duration
 	replies    []pending
 	violations int
+
+	// systemd model (step "systemd"): a loop that sends no WATCHDOG=1 for
+	// sdWatchdog is aborted, and every death is followed by a start after
+	// sdRestart (Restart=always).
+	sdWatchdog, sdRestart time.Duration
+	restartAt             time.Duration // a start is due (0: none)
+	hang                  bool          // every watchdog process's loop hangs (step "hang")
+	hungAt                time.Duration // when the current process's loop hung
 }
 
 type pending struct {
@@ -255,16 +268,61 @@ func (s *sim) ClearUnfenced(context.Context, string, int64) error {
 }
 
 // The sim is also the device: it resets the machine when not petted in time.
+// Open is FileDevice.Open on Linux: opening a stopped device starts it; the
+// timeout is set (a ping) only when it differs.
+func (s *sim) Open() error {
+	s.devOpen = true
+	if !s.armed {
+		s.armed, s.lastPet = true, s.now
+		s.logf("device: opened: started (fires at t=%.3fs unless petted)", (s.now + DefaultConfig().DeviceTimeout()).Seconds())
+	} else {
+		s.logf("device: opened while counting: not petted (fires at t=%.3fs unless petted)", (s.lastPet + DefaultConfig().DeviceTimeout()).Seconds())
+	}
+	if s.devTimeout != DefaultConfig().DeviceTimeout() {
+		s.devTimeout, s.lastPet = DefaultConfig().DeviceTimeout(), s.now // WDIOC_SETTIMEOUT pets it
+	}
+	return nil
+}
+
 func (s *sim) Pet() error {
 	s.armed, s.lastPet = true, s.now
 	return nil
 }
 func (s *sim) Close(disarm bool) error {
+	if !s.devOpen {
+		return nil
+	}
+	s.devOpen = false
 	if disarm {
 		s.armed = false
 		s.logf("device: disarmed")
+	} else {
+		s.release("closed without the magic close")
 	}
 	return nil
+}
+
+// release is the kernel's watchdog_release without the magic close: "watchdog
+// did not stop!", and a ping.
+func (s *sim) release(how string) {
+	s.devOpen = false
+	if s.armed {
+		s.lastPet = s.now
+		s.logf("device: %s: the kernel pets it (fires at t=%.3fs unless petted)", how, (s.now + DefaultConfig().DeviceTimeout()).Seconds())
+	}
+}
+
+// died is a watchdog process's death by a signal: the kernel releases the
+// device it held, and systemd (when modelled) starts a new one.
+func (s *sim) died(w **Watchdog, why string) {
+	if s.devOpen {
+		s.release("released by the dying process (" + why + ")")
+	}
+	s.replies = nil
+	*w = nil
+	if s.sdRestart > 0 {
+		s.restartAt = s.now + s.sdRestart
+	}
 }
 
 func unfencedNames(u lease.Unfenced) []string {
@@ -331,8 +389,10 @@ func (s *sim) newWatchdog(dir string) *Watchdog {
 	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "sim", StateDir: dir, BootID: "boot",
 		Clock: simClock{s}, Guests: s, Sessions: s, Log: h})
 	if s.device {
-		w.o.Device = s
-		s.armed, s.lastPet = true, s.now // opening the device arms it
+		w.o.Device = s // opened by the watchdog, when it decides to
+	}
+	if s.hang {
+		s.hungAt = s.now
 	}
 	w.launch = func(r renewal) { s.send(w, r) }
 	w.resume()
@@ -359,8 +419,19 @@ func simulate(t *testing.T, text string) (string, int) {
 			steps = steps[1:]
 			s.apply(st, &w, dir)
 		}
+		if w == nil && s.restartAt > 0 && s.now >= s.restartAt {
+			s.restartAt = 0
+			s.logf("systemd: starting the watchdog (Restart=always)")
+			w = s.newWatchdog(dir)
+		}
+		hung := w != nil && s.hang
+		if hung && s.sdWatchdog > 0 && s.now-s.hungAt >= s.sdWatchdog {
+			s.logf("systemd: no WATCHDOG=1 for %v: aborting the watchdog", s.now-s.hungAt)
+			s.died(&w, "SIGABRT")
+			hung = false
+		}
 		sort.SliceStable(s.replies, func(i, j int) bool { return s.replies[i].at < s.replies[j].at })
-		for w != nil && len(s.replies) > 0 && s.replies[0].at <= s.now {
+		for w != nil && !hung && len(s.replies) > 0 && s.replies[0].at <= s.now {
 			r := s.replies[0]
 			s.replies = s.replies[1:]
 			if err := w.handle(ctx, r.r); err != nil {
@@ -374,7 +445,7 @@ func simulate(t *testing.T, text string) (string, int) {
 		}
 		s.checkExpiry()
 		wakeAt = end + 1
-		if w != nil {
+		if w != nil && !hung {
 			w.tick(ctx, s.now)
 			w.pet() // as Run does after every wake-up
 			wakeAt = s.now + w.wake(s.now)
@@ -394,6 +465,12 @@ func simulate(t *testing.T, text string) (string, int) {
 		}
 		if s.armed {
 			next = min(next, s.lastPet+DefaultConfig().DeviceTimeout())
+		}
+		if hung && s.sdWatchdog > 0 {
+			next = min(next, s.hungAt+s.sdWatchdog)
+		}
+		if w == nil && s.restartAt > 0 {
+			next = min(next, s.restartAt)
 		}
 		next = min(next, max(wakeAt, s.now+time.Millisecond))
 		s.now = next
@@ -506,10 +583,22 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 		*w = s.newWatchdog(dir)
 	case "crash":
 		// kill -9: gone, nothing written.
-		s.replies = nil
-		*w = nil
+		s.died(w, "SIGKILL")
+	case "systemd":
+		// Run the watchdog under the unit's systemd settings
+		// (scripts/systemd/virtlease-watchdog.service): WatchdogSec aborts
+		// a hung loop, Restart=always with RestartSec starts a new one.
+		s.sdWatchdog, s.sdRestart = unitSetting(s.t, "WatchdogSec"), unitSetting(s.t, "RestartSec")
+	case "hang":
+		// Every watchdog process's loop hangs from now on (say, a /proc
+		// read in D state), a restarted one at once.
+		s.hang, s.hungAt = true, s.now
 	case "start":
 		*w = s.newWatchdog(dir)
+	case "lose-session-file":
+		// /run/virtlease/session goes (an operator, a revoke-and-remove);
+		// the rest of /run/virtlease stays.
+		os.Remove(filepath.Join(dir, "session"))
 	case "device":
 		// Configure a hardware watchdog device; takes effect at the next
 		// watchdog start (put it at 0s to have it from the beginning).
@@ -518,6 +607,25 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 	default:
 		s.t.Fatalf("unknown step %q", st.verb)
 	}
+}
+
+// unitSetting reads a duration from the watchdog's systemd unit.
+func unitSetting(t *testing.T, key string) time.Duration {
+	b, err := os.ReadFile("../scripts/systemd/virtlease-watchdog.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+"="); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("unit: %s: %v", line, err)
+			}
+			return d
+		}
+	}
+	t.Fatalf("unit: no %s=", key)
+	return 0
 }
 
 func names(gs []Guest) []string {

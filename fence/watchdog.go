@@ -90,8 +90,8 @@ type Options struct {
 	// named in refusals.
 	Prefix string
 	Log    *slog.Logger
-	// Device, when set, is the hardware watchdog (already opened with
-	// Config.DeviceTimeout).
+	// Device, when set, is the hardware watchdog, not yet open (see Device
+	// for when the watchdog opens it; its timeout is Config.DeviceTimeout).
 	Device Device
 	// Metrics, when set, is told what happens.
 	Metrics Metrics
@@ -161,6 +161,13 @@ type Watchdog struct {
 	// active is the holder while the session is ok (nil otherwise), for
 	// the reconciler's goroutine.
 	active atomic.Pointer[lease.Holder]
+	// devOpen: the hardware watchdog is open (see openDevice); devFailed:
+	// opening it failed, so the watchdog goes on without it.
+	devOpen, devFailed bool
+	// idle: there is no session and the last look found no guest running
+	// (looked at only while the device is open): as safe as fenced with
+	// none left, so the device is petted.
+	idle bool
 	// view is the session as the loop last published it, for log lines
 	// written on other goroutines (the reconciler's kills): the loop alone
 	// reads and writes lease and deadline.
@@ -257,6 +264,12 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		// The loop is alive: systemd's watchdog is about this process, not
 		// about etcd (fencing is our own business).
 		w.notifier.notify("WATCHDOG=1")
+		if !ready && w.lease != 0 {
+			// Enforcing a session resumed from the file (etcd not answering
+			// yet): systemd must not stop us for a slow start, or nothing
+			// fences at that session's fence point.
+			w.notifier.notify(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (3 * w.o.Config.RenewInterval).Microseconds()))
+		}
 		// Pet right after tick, before sleeping: a fence that has just
 		// killed the last guest must pet now, not at the next wake-up,
 		// which may come after the device has fired.
@@ -274,7 +287,10 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			if err := w.handle(ctx, r); err != nil {
 				return err
 			}
-			if !ready && w.lease != 0 && !w.fencing {
+			// READY=1 once a session is verified by etcd (a grant, or a
+			// renewal of the resumed one), not on a resumed session's
+			// failed renewal.
+			if !ready && w.active.Load() != nil {
 				ready = true
 				w.notifier.notify("READY=1")
 			}
@@ -284,22 +300,30 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	}
 }
 
-// pet pets the hardware watchdog while that is safe: the last
-// acknowledged renewal was sent less than 2 × renew_interval ago, or we are
-// fencing and no guest is left. Then a dead or stuck daemon resets the
-// machine ≥ 1 s before etcd can expire the session, a fence has
-// margin − 1 s to finish before the device fires, and a partitioned host
-// whose guests are dead stays up.
+// pet pets the hardware watchdog while that is safe:
+//   - the last acknowledged renewal was sent less than 2 × renew_interval
+//     ago (a verified session): then a dead or stuck daemon resets the
+//     machine ≥ 1 s before etcd can expire the session, and a fence has
+//     margin − 1 s to finish before the device fires;
+//   - we are fencing and no guest is left, or there is no session and no
+//     guest runs: a partitioned host whose guests are dead, or one that
+//     boots while etcd is unreachable, stays up.
+//
+// The device is opened (see Device) only when the first rule holds, or by
+// resume, to enforce a deadline from the session file: so a start never
+// pets it before a session is verified, and a host that never held a
+// session on this boot (etcd unreachable at boot) never arms it.
 func (w *Watchdog) pet() {
 	if w.o.Device == nil {
 		return
 	}
 	now := w.o.Clock.Now()
-	ok := w.lease != 0 && !w.fencing && w.resumed == "" && now-w.deadline.Sent < 2*w.o.Config.RenewInterval
-	if w.fencing && w.guestsGone {
-		ok = true
+	verified := w.lease != 0 && !w.fencing && w.resumed == "" && now-w.deadline.Sent < 2*w.o.Config.RenewInterval
+	if verified {
+		w.openDevice("session verified")
 	}
-	if !ok {
+	ok := verified || (w.fencing && w.guestsGone) || (w.lease == 0 && !w.fencing && w.idle)
+	if !ok || !w.devOpen {
 		return
 	}
 	if err := w.o.Device.Pet(); err != nil {
@@ -307,11 +331,33 @@ func (w *Watchdog) pet() {
 	}
 }
 
+// openDevice opens the hardware watchdog if it is configured and not open
+// yet. A device that cannot be opened is not tried again: the watchdog goes
+// on without it (see FileDevice.Open for why it does not exit).
+func (w *Watchdog) openDevice(why string) {
+	if w.o.Device == nil || w.devOpen || w.devFailed {
+		return
+	}
+	if err := w.o.Device.Open(); err != nil {
+		w.devFailed = true
+		w.o.Log.Error("cannot use the hardware watchdog: going on without it; if this process dies, nothing fences this host's guests",
+			"err", err.Error())
+		return
+	}
+	w.devOpen = true
+	w.o.Log.Info("hardware watchdog open", "why", why, "timeout", w.o.Config.DeviceTimeout().String())
+}
+
 // tick does what is due at boot-clock time now: fence once the fence point
 // has passed with no newer acknowledgement, keep killing while fencing, and
 // launch the next renewal (or new session) when one is due.
 func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
 	w.publish()
+	if w.devOpen && w.lease == 0 && !w.fencing {
+		// No session (a dead resumed one): pet only while no guest runs.
+		gs, err := w.o.Guests.Running(ctx)
+		w.idle = err == nil && len(gs) == 0
+	}
 	// A session resumed from a clean stop is not fenced at its old
 	// deadline: our unfenced record keeps its guests from every other host
 	// until the first renewal tells whether the session is still alive.
@@ -389,9 +435,26 @@ func (w *Watchdog) wake(now time.Duration) time.Duration {
 // boot and this host, so that a restart within the TTL keeps the lease and
 // its keys (no false fence on upgrade or crash-restart). Its deadline binds
 // us from the start: a lease we cannot renew in time is fenced as usual.
+// It reads only local files: Run calls it before anything waits on etcd.
+//
+// Outcomes:
+//   - a usable session file: its lease and deadline are ours, a fence it
+//     records goes on (dated from now, so the hold-back before a new
+//     session applies), and the hardware watchdog is opened to back that
+//     deadline (it usually still counts from the previous process);
+//   - none, on a boot where a session was already held (HeldThisBoot): the
+//     guests running now were not kept safe by a session we know of, so
+//     the first session kills them instead of adopting them (recover:
+//     only guests our unfenced record lists are claimed again);
+//   - none, on a boot with no session held yet: a first start; the
+//     reconcile adopts running guests (a rollout onto a running cluster).
 func (w *Watchdog) resume() {
 	s, err := lease.ReadSession(w.sessionPath())
 	if err != nil || s.Boot != w.o.BootID || s.Host != w.o.Host || s.Lease == 0 {
+		if HeldThisBoot(w.o.StateDir) {
+			w.recovering = true
+			w.o.Log.Warn("a session was held on this boot but the session file is missing or unusable: guests running now are killed, not adopted, unless our unfenced record lists them")
+		}
 		return
 	}
 	w.lease = s.Lease
@@ -399,9 +462,18 @@ func (w *Watchdog) resume() {
 	// sent at that moment.
 	w.deadline = Deadline{Sent: time.Duration(s.Deadline)}
 	w.fencing = s.State == lease.SessionFencing
+	if w.fencing {
+		w.fencedAt = w.o.Clock.Now()
+	}
 	w.resumed = s.State
+	// The file proves a session was held on this boot (by a watchdog
+	// older than the marker, perhaps).
+	if err := MarkHeldThisBoot(w.o.StateDir); err != nil {
+		w.o.Log.Error("cannot mark that a session was held on this boot", "err", err.Error())
+	}
 	w.o.Log.Info("resuming session from the session file", "lease", s.Lease.String(), "state", string(s.State),
 		"deadline_in", (time.Duration(s.Deadline) - w.o.Clock.Now()).String())
+	w.openDevice("enforcing the session file's deadline")
 }
 
 // renew performs one renewal request: renew the current lease, or, when
@@ -430,6 +502,13 @@ func (w *Watchdog) newSession(ctx context.Context, old lease.ID) (lease.ID, time
 	id, ttl, err := w.o.Sessions.Grant(ctx, w.o.Config.TTL)
 	if err != nil {
 		return 0, 0, err
+	}
+	if ttl > w.o.Config.TTL {
+		// etcd raises a TTL below its minimum, 1.5 × its election timeout:
+		// then that timeout is long next to ours, and the margin may not
+		// cover a deposed leader's last acknowledgement.
+		w.o.Log.Warn("etcd granted a longer session TTL than asked: its election timeout is long for session.ttl, and fence.margin may not exceed it, which the fence relies on",
+			"asked", w.o.Config.TTL.String(), "granted", ttl.String())
 	}
 	rec := lease.HostRecord{Host: w.o.Host, Lease: id, PID: os.Getpid(), Started: w.started, Version: w.o.Version}
 	err = w.o.Sessions.Register(ctx, rec)

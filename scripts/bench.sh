@@ -206,6 +206,22 @@ go build -o "$BIN/bench" ./scripts/bench
 CGO_ENABLED=0 go build -o "$BIN/empty" ./scripts/bench/startup/empty
 CGO_ENABLED=0 go build -o "$BIN/etcdclient" ./scripts/bench/startup/etcdclient
 
+# host_pid DIR NSPID: this machine's PID of a lab host's process NSPID (DIR is
+# the host's directory). libvirt's pid files inside a host hold numbers of the
+# host's own PID namespace.
+host_pid() {
+	local ns p
+	ns=$(cat "$1/pidns" 2>/dev/null) || return 0
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
+		if [[ $(awk '$1 == "NSpid:" {print $NF}' "$p/status" 2>/dev/null) == "$2" ]]; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+	return 0
+}
+
 # ---------------------------------------------------------------- etcd + a real watchdog
 
 PORT=$(free_ports "$BASE_PORT" 2)
@@ -243,15 +259,23 @@ libvirt:
 EOF
 cat >"$ROOT/ns/watchdog.sh" <<EOF
 #!/bin/sh
-# bench.sh: runs as 'unshare -m'; becomes the watchdog
+# bench.sh: runs as PID 1 of 'unshare -p -m'; becomes the watchdog
 set -eu
 mount -t tmpfs -o size=16m,mode=0755 tmpfs /run/virtlease
 mount -t tmpfs -o size=1m,mode=0755 tmpfs /etc/virtlease
 cp '$ROOT/ns/config.yaml' /etc/virtlease/config.yaml
 exec '$BIN/virtlease' --config /etc/virtlease/config.yaml watchdog
 EOF
-setsid "${NICE[@]}" unshare -m --propagation private -- /bin/sh "$ROOT/ns/watchdog.sh" </dev/null >"$ROOT/watchdog.log" 2>&1 8>&- &
-WD_PID=$!
+# Its own PID namespace too: the watchdog takes every QEMU in its /proc for
+# its own, and this machine may run other labs' guests.
+setsid "${NICE[@]}" unshare -p --fork --mount-proc --propagation private -- /bin/sh "$ROOT/ns/watchdog.sh" </dev/null >"$ROOT/watchdog.log" 2>&1 8>&- &
+UNSHARE_PID=$! WD_PID=
+for ((i = 0; i < 100; i++)); do
+	WD_PID=$(awk '{print $1}' "/proc/$UNSHARE_PID/task/$UNSHARE_PID/children" 2>/dev/null || true)
+	[[ -n $WD_PID ]] && break
+	sleep 0.05
+done
+[[ -n $WD_PID ]] || die "the watchdog did not start: see $ROOT/watchdog.log"
 started "$WD_PID"
 session_ok() { grep -q '"state":"ok"' "/proc/$WD_PID/root/run/virtlease/session" 2>/dev/null; }
 wait_for 15 session_ok || die "the watchdog holds no session: see $ROOT/watchdog.log"
@@ -436,7 +460,7 @@ EOF
 			printf '%s\n' "${names[@]}" | xargs -P 4 -I{} virsh -q -c "$(lab_uri host-a)" start {} >/dev/null
 			qpids=()
 			for n in "${names[@]}"; do
-				p=$(tr -dc '0-9' <"$(lab_host_dir host-a)/run/libvirt/qemu/$n.pid")
+				p=$(host_pid "$(lab_host_dir host-a)" "$(tr -dc '0-9' <"$(lab_host_dir host-a)/run/libvirt/qemu/$n.pid")")
 				[[ $(cat "/proc/$p/comm" 2>/dev/null) == qemu-system-* ]] || die "$n: no QEMU at PID $p"
 				qpids+=("$p")
 			done

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# lab.sh — a virtlease lab on one machine: one etcd, N "hosts", each a mount+UTS
-# namespace with its own libvirtd, virtlogd, /etc/libvirt (the virtlease hook),
-# /etc/virtlease, /run, /var/lib/libvirt, and its own TCP proxy to etcd.
+# lab.sh — a virtlease lab on one machine: one etcd, N "hosts", each a PID+mount+UTS
+# namespace (its own /proc, as a real host has) with its own libvirtd, virtlogd,
+# /etc/libvirt (the virtlease hook), /etc/virtlease, /run, /var/lib/libvirt, and
+# its own TCP proxy to etcd. libvirt's stock namespaces put each QEMU in a mount
+# namespace of its own, and the watchdog runs in another (as its hardened
+# systemd unit would), so nothing on a host shares the watchdog's mount namespace.
 # Run "scripts/lab.sh help" for the commands.
 #
 # Everything lives under $VL_LAB_ROOT (default /var/tmp/virtlease-lab); ports
@@ -18,7 +21,7 @@
 # (scripts/labhwdog) that "resets" the host when it is not petted in time.
 # Commands that change the lab hold flock "$ROOT.lock".
 # Processes are only ever ended by recorded PID or by membership of a lab
-# host's recorded mount+UTS namespaces; nothing is killed by name.
+# host's PID namespace; nothing is killed by name.
 set -euo pipefail
 
 usage() {
@@ -30,7 +33,7 @@ usage: scripts/lab.sh COMMAND [ARGS]
   status                    which hosts and processes are alive
   env                       shell lines: eval "$(scripts/lab.sh env)"
   virsh HOST ARGS…          virsh against HOST's libvirtd
-  exec HOST CMD…            run CMD inside HOST's mount+UTS namespace
+  exec HOST CMD…            run CMD inside HOST's PID+mount+UTS namespaces
   freeze HOST | thaw HOST   SIGSTOP / SIGCONT HOST's proxies to etcd (a partition that hangs)
   cut HOST | heal HOST [DELAY]
                             kill HOST's proxies (connections reset) / start them again, with
@@ -275,28 +278,23 @@ wait_port() {
 	return 1
 }
 
-# host_pids HOST: every process in HOST's recorded mount AND UTS namespaces.
+# host_pids HOST: every live process in HOST's PID namespace, its holder (the
+# namespace's PID 1) included; zombies (not reaped yet) are dead. A PID namespace ends with its PID 1 (the
+# kernel kills everything left in it), so a host whose holder is gone has no
+# processes: nothing of a crashed lab can linger under a reused inode number.
 host_pids() {
-	local d mnt uts p self_mnt etc
-	d=$(hdir "$1")
-	[[ -s $d/mntns && -s $d/utsns ]] || return 0
-	mnt=$(<"$d/mntns")
-	uts=$(<"$d/utsns")
-	# Namespace inode numbers are reused as soon as a namespace is gone: the
-	# record of a lab stopped (or crashed) earlier may name a newer lab's host.
-	# Only a process that sees this host's etc-libvirt on /etc/libvirt is its.
-	etc=$(stat -c %d:%i "$d/etc-libvirt" 2>/dev/null) || return 0
-	self_mnt=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
-	if [[ $mnt == "$(readlink /proc/self/ns/mnt)" || $mnt == "$self_mnt" ]]; then
-		log "$1: recorded namespace $mnt is the machine's own: not touching it"
+	local holder pidns p
+	holder=$(holder_pid "$1")
+	[[ -n $holder ]] || return 0
+	pidns=$(readlink "/proc/$holder/ns/pid" 2>/dev/null) || return 0
+	if [[ $pidns == "$(readlink /proc/self/ns/pid)" || $pidns == "$(readlink /proc/1/ns/pid 2>/dev/null)" ]]; then
+		log "$1: its PID namespace $pidns is the machine's own: not touching it"
 		return 0
 	fi
 	for p in /proc/[0-9]*; do
-		[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mnt" ]] || continue
-		[[ $(readlink "$p/ns/uts" 2>/dev/null) == "$uts" ]] || continue
-		[[ $(stat -Lc %d:%i "$p/root/etc/libvirt" 2>/dev/null) == "$etc" ]] || continue
-		echo "${p#/proc/}"
+		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$pidns" ]] && alive "${p#/proc/}" && echo "${p#/proc/}"
 	done
+	return 0
 }
 
 # in_host_ns HOST PID: PID is one of HOST's processes. (No "host_pids | grep -q":
@@ -317,12 +315,20 @@ host_comm_pids() {
 	return 0
 }
 
+# holder_pid HOST: the PID (as this machine sees it) of HOST's namespace
+# holder, PID 1 of its PID namespace; nothing when it is not running. The
+# recorded namespaces and the host's own /etc/libvirt guard against a PID or
+# a namespace inode number reused since.
 holder_pid() {
 	local d pid
 	d=$(hdir "$1")
 	pid=$(pidof_file "$d/holder.pid")
-	[[ -n $pid ]] && alive "$pid" && [[ -s $d/mntns ]] &&
-		[[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$(<"$d/mntns")" ]] && echo "$pid"
+	[[ -n $pid ]] && alive "$pid" && [[ -s $d/mntns && -s $d/pidns ]] &&
+		[[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$(<"$d/mntns")" ]] &&
+		[[ $(readlink "/proc/$pid/ns/pid" 2>/dev/null) == "$(<"$d/pidns")" ]] &&
+		[[ $(awk '$1 == "NSpid:" {print $NF}' "/proc/$pid/status" 2>/dev/null) == 1 ]] &&
+		[[ $(stat -Lc %d:%i "/proc/$pid/root/etc/libvirt" 2>/dev/null) == "$(stat -c %d:%i "$d/etc-libvirt" 2>/dev/null)" ]] &&
+		echo "$pid"
 	return 0
 }
 
@@ -337,7 +343,7 @@ in_host() {
 	local pid
 	pid=$(need_holder "$1")
 	shift
-	nsenter -t "$pid" -m -u -- "$@" 9>&-
+	nsenter -t "$pid" -m -u -p -- "$@" 9>&-
 }
 
 # ---------------------------------------------------------------- build
@@ -582,8 +588,8 @@ auth_unix_rw = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
 	cat >"$d/etc-libvirt/qemu.conf" <<EOF
-# lab host $h (scripts/lab.sh): no private namespaces, relabelling or cgroups in a lab host
-namespaces = [ ]
+# lab host $h (scripts/lab.sh): libvirt's own namespaces (each QEMU in a mount
+# namespace of its own, as on a real host); no relabelling or cgroups in a lab host
 user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -630,11 +636,13 @@ EOF
 	install_hook "$h"
 	cat >"$d/init.sh" <<EOF
 #!/bin/sh
-# lab host $h: runs as 'unshare -m -u' (scripts/lab.sh); holds the namespaces.
+# lab host $h: PID 1 of 'unshare -p -m -u --fork --mount-proc' (scripts/lab.sh);
+# holds the namespaces. lab.sh records this process's PID as the machine sees it.
 set -eu
-echo \$\$ >'$d/holder.pid'
 readlink /proc/self/ns/mnt >'$d/mntns'
 readlink /proc/self/ns/uts >'$d/utsns'
+readlink /proc/self/ns/pid >'$d/pidns.new'
+mv -f '$d/pidns.new' '$d/pidns'
 echo '$h' >/proc/sys/kernel/hostname
 mount --make-rprivate /
 mount --bind '$d/etc-libvirt' /etc/libvirt
@@ -647,7 +655,9 @@ mkdir -p /run/libvirt /run/virtlease
 virtlogd -d
 ${LIBVIRTD[*]} -d
 echo "\$(date +%T) $h: virtlogd and libvirtd started"
-exec sleep infinity
+# PID 1 reaps every orphan, as init does on a real host: daemons and QEMUs are
+# reparented here, and an unreaped QEMU would look alive to libvirt's kill(pid, 0).
+exec perl -e '\$0 = "lab-init"; while (1) { sleep 1 if wait() == -1 }'
 EOF
 }
 
@@ -661,12 +671,14 @@ install_hook() {
 # stop_hosts HOST…: end every process in these hosts' namespaces, guests first,
 # all hosts at once.
 stop_hosts() {
-	local h d pids qemus=() others=() p nq no
+	local h d pids qemus=() others=() holders=() holder p nq no
 	for h in "$@"; do
 		mapfile -t pids < <(host_pids "$h")
 		nq=${#qemus[@]} no=${#others[@]}
+		holder=$(holder_pid "$h")
+		[[ -n $holder ]] && holders+=("$holder")
 		for p in "${pids[@]}"; do
-			[[ $p == "$$" ]] && continue
+			[[ $p == "$$" || $p == "$holder" ]] && continue
 			if [[ $(cat "/proc/$p/comm" 2>/dev/null) == qemu-system-* ]]; then qemus+=("$p"); else others+=("$p"); fi
 		done
 		if ((${#qemus[@]} + ${#others[@]} > nq + no)); then
@@ -675,9 +687,11 @@ stop_hosts() {
 	done
 	kill_wait KILL 5 "${qemus[@]}"
 	kill_wait TERM 5 "${others[@]}"
+	# PID 1 of a PID namespace ignores SIGTERM; its end takes whatever is left.
+	kill_wait KILL 5 "${holders[@]}"
 	for h in "$@"; do
 		d=$(hdir "$h")
-		rm -f "$d/holder.pid" "$d/watchdog.pid" "$d/run/libvirtd.pid" "$d/run/virtlogd.pid"
+		rm -f "$d/holder.pid" "$d/pidns" "$d/watchdog.pid" "$d/run/libvirtd.pid" "$d/run/virtlogd.pid"
 	done
 }
 
@@ -694,9 +708,18 @@ start_host() {
 	rm -rf "$d"
 	write_host_files "$h"
 	mkdir -p /etc/virtlease # a mount point for the bind mount (stays empty on the machine)
-	setsid unshare -m -u --propagation private -- /bin/sh "$d/init.sh" </dev/null >>"$d/init.log" 2>&1 9>&- &
+	setsid unshare -p -m -u --fork --mount-proc --propagation private -- /bin/sh "$d/init.sh" </dev/null >>"$d/init.log" 2>&1 9>&- &
+	local pidns p
 	for ((i = 0; i < 100; i++)); do
-		[[ -n $(holder_pid "$h") ]] && return 0
+		if [[ -s $d/pidns ]]; then
+			pidns=$(<"$d/pidns")
+			for p in /proc/[0-9]*; do
+				[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$pidns" ]] || continue
+				[[ $(awk '$1 == "NSpid:" {print $NF}' "$p/status" 2>/dev/null) == 1 ]] || continue
+				echo "${p#/proc/}" >"$d/holder.pid"
+				[[ -n $(holder_pid "$h") ]] && return 0
+			done
+		fi
 		sleep 0.1
 	done
 	die "$h did not come up: see $d/init.log"
@@ -764,10 +787,25 @@ start_watchdog() {
 	if [[ -n $pid ]] && ours "$pid"; then return 0; fi
 	holder=$(need_holder "$h")
 	start_hwdog "$h"
-	spawn "$d/watchdog.pid" "$d/watchdog.log" \
-		nsenter -t "$holder" -m -u -- env VIRTLEASE_CONFIG=/etc/virtlease/config.yaml "$ROOT/bin/virtlease" watchdog
+	# In the host's PID namespace, in a mount namespace of its own (as the
+	# unit's ProtectSystem/PrivateTmp make it on a real host). nsenter forks
+	# into the PID namespace: the watchdog is its child, and that PID is
+	# recorded, so that signals reach the watchdog itself.
+	spawn "$d/watchdog.nsenter.pid" "$d/watchdog.log" \
+		nsenter -t "$holder" -m -u -p -- unshare -m --propagation slave -- \
+		env VIRTLEASE_CONFIG=/etc/virtlease/config.yaml "$ROOT/bin/virtlease" watchdog
+	local outer i
+	outer=$(pidof_file "$d/watchdog.nsenter.pid")
+	rm -f "$d/watchdog.nsenter.pid"
+	pid=
+	for ((i = 0; i < 50; i++)); do
+		pid=$(tr -dc '0-9 ' <"/proc/$outer/task/$outer/children" 2>/dev/null | awk '{print $1}') || true
+		[[ -n $pid ]] && break
+		alive "$outer" || break
+		sleep 0.05
+	done
+	[[ -n $pid ]] && echo "$pid" >"$d/watchdog.pid"
 	sleep 0.3
-	pid=$(pidof_file "$d/watchdog.pid")
 	if ! alive "$pid"; then
 		rm -f "$d/watchdog.pid"
 		log "$h: virtlease watchdog exited at once (going on without it): $(tail -n 3 "$d/watchdog.log" | tr '\n' ' ')"
@@ -970,8 +1008,9 @@ cmd_status() {
 			if [[ -n $pid ]] && ! ours "$pid"; then pid=; fi
 			echo "    watchdog device supervisor: $(state "$pid")"
 		fi
-		echo "    libvirtd: $(state "$(pidof_file "$d/run/libvirtd.pid")")"
-		echo "    virtlogd: $(state "$(pidof_file "$d/run/virtlogd.pid")")"
+		# libvirt's own pid files hold PIDs of the host's PID namespace
+		echo "    libvirtd: $(state "$(host_comm_pids "$h" libvirtd | head -n 1)")"
+		echo "    virtlogd: $(state "$(host_comm_pids "$h" virtlogd | head -n 1)")"
 		echo "    watchdog: $(state "$(pidof_file "$d/watchdog.pid")")"
 		n=0
 		for p in $(host_pids "$h"); do
@@ -1019,7 +1058,7 @@ main() {
 		local pid
 		pid=$(need_holder "$1")
 		shift
-		exec nsenter -t "$pid" -m -u -- "$@"
+		exec nsenter -t "$pid" -m -u -p -- "$@"
 		;;
 	freeze | thaw | cut)
 		[[ $# -eq 1 ]] || die "usage: lab.sh $cmd HOST"

@@ -50,7 +50,7 @@ type ckWindow struct {
 // OverlapChecker samples /proc and checks that no domain or disk was ever in
 // use on two hosts (or by two processes) at once.
 type OverlapChecker struct {
-	hosts    func() map[string]string // mount namespace ("mnt:[…]") → host name
+	hosts    func() map[string]string // PID namespace ("pid:[…]") → host name
 	disks    map[string]string        // UUID → disk ID; domains sharing a disk share an ID
 	interval time.Duration
 	procDir  string
@@ -70,7 +70,7 @@ type OverlapChecker struct {
 }
 
 // NewOverlapChecker returns a checker (not yet sampling). hosts maps each
-// lab host's mount namespace to its name; processes in any other namespace
+// lab host's PID namespace to its name; processes in any other namespace
 // (the machine's, another lab's) are ignored. disks maps a domain UUID to
 // its disk ID (domains without an entry are only checked by UUID).
 func NewOverlapChecker(hosts func() map[string]string, disks map[string]string, interval time.Duration) *OverlapChecker {
@@ -95,9 +95,9 @@ var labDisks = map[string]string{
 // migration windows declared with Migrating. Call Check to assert earlier.
 func StartOverlapChecker(t *testing.T, l *Lab) *OverlapChecker {
 	t.Helper()
-	c := NewOverlapChecker(l.hostOfMntNS, labDisks, 50*time.Millisecond)
-	if len(l.hostOfMntNS()) != len(l.Hosts) {
-		t.Fatalf("checker: the mount namespaces of the lab hosts are not all known: %v", l.hostOfMntNS())
+	c := NewOverlapChecker(l.hostOfPidNS, labDisks, 50*time.Millisecond)
+	if len(l.hostOfPidNS()) != len(l.Hosts) {
+		t.Fatalf("checker: the PID namespaces of the lab hosts are not all known: %v", l.hostOfPidNS())
 	}
 	c.Start()
 	t.Cleanup(func() {
@@ -355,11 +355,11 @@ func TestE2ECheckerSynthetic(t *testing.T) {
 
 // TestE2ECheckerLive runs the real sampler against real processes: two
 // processes carrying "-uuid U" on their command lines, each in its own new
-// mount namespace (two fake hosts). Alive together they must be reported;
-// one after the other they must not. No lab needed, but root (unshare -m).
+// PID namespace (two fake hosts). Alive together they must be reported;
+// one after the other they must not. No lab needed, but root (unshare -p).
 func TestE2ECheckerLive(t *testing.T) {
 	if os.Geteuid() != 0 {
-		labPrereq(t, "needs root (unshare -m)")
+		labPrereq(t, "needs root (unshare -p)")
 	}
 	const uuid = "5d0e1a5e-0000-4000-8000-0000000000ff"
 	hosts := map[string]string{}
@@ -367,17 +367,22 @@ func TestE2ECheckerLive(t *testing.T) {
 	spawn := func(host string) *os.Process {
 		t.Helper()
 		// sh stays the process (no exec of sleep): its argv keeps "-uuid".
-		p, err := os.StartProcess("/usr/bin/unshare", []string{"unshare", "-m", "--", "/bin/sh", "-c", "sleep 30; :", "fakeqemu", "-uuid", uuid},
+		// It is unshare's child, PID 1 of the new namespace; killing unshare
+		// kills it (--kill-child).
+		p, err := os.StartProcess("/usr/bin/unshare", []string{"unshare", "-p", "--fork", "--kill-child", "--", "/bin/sh", "-c", "sleep 30; :", "fakeqemu", "-uuid", uuid},
 			&os.ProcAttr{Files: []*os.File{nil, nil, nil}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { p.Kill(); p.Wait() })
-		self, _ := os.Readlink("/proc/self/ns/mnt")
+		self, _ := os.Readlink("/proc/self/ns/pid")
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
-			args, _ := labReadCmdline(p.Pid)
-			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid))
+			var child int
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.Pid, p.Pid))
+			fmt.Sscan(string(b), &child)
+			args, _ := labReadCmdline(child)
+			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", child))
 			if err == nil && ns != self && slices.Contains(args, "-uuid") {
 				mu.Lock()
 				hosts[ns] = host
@@ -386,7 +391,7 @@ func TestE2ECheckerLive(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		t.Fatalf("%s: the fake QEMU did not enter its own mount namespace", host)
+		t.Fatalf("%s: the fake QEMU did not enter its own PID namespace", host)
 		return nil
 	}
 	hostMap := func() map[string]string {

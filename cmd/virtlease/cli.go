@@ -107,7 +107,9 @@ Examples:
    systemctl enable --now virtlease-watchdog
    virtlease watchdog --config /etc/virtlease/config.yaml    # by hand, in the foreground
 
-Exit codes: 0 stopped (SIGTERM), 2 usage or config, 3 etcd unavailable.`,
+Exit codes: 0 stopped (SIGTERM), 2 usage or config (also systemd's WatchdogSec
+shorter than the timings need). An unreachable etcd is never an exit: the
+watchdog enforces its session file and keeps dialling.`,
 				Flags: []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error {
 					cfg, err := loadValid(c, getenv)
@@ -116,7 +118,7 @@ Exit codes: 0 stopped (SIGTERM), 2 usage or config, 3 etcd unavailable.`,
 					}
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 					defer stop()
-					return runWatchdog(ctx, cfg, c.App.ErrWriter)
+					return runWatchdog(ctx, cfg, c.App.ErrWriter, getenv)
 				},
 			},
 			{

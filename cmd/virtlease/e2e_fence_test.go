@@ -515,6 +515,58 @@ func TestE2EFencePartition(t *testing.T) {
 	f.ck.Check(t)
 }
 
+// TestE2EFenceQEMUInItsOwnMountNamespace: as on a real host, libvirt's stock
+// namespaces put vm2's QEMU on host-a in a mount namespace of its own, and
+// the watchdog runs in another (its unit's hardening), both in host-a's
+// PID namespace. Asserted first that the lab really is so; then host-a's
+// path to etcd freezes, and its fence still finds and kills that QEMU
+// before its session can expire (the partition's safety bounds), while
+// host-b's guests are none of host-a's business.
+func TestE2EFenceQEMUInItsOwnMountNamespace(t *testing.T) {
+	f := newFM(t, 2)
+	const a, b = "host-a", "host-b"
+	f.mustStart(t, a, "vm2")
+	q := f.onlyOn(t, labVM2UUID, a)
+	wd := f.watchdogPID(t, a)
+	ns := func(pid int, kind string) string {
+		t.Helper()
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	pidns, err := os.ReadFile(filepath.Join(f.HostDir(a), "pidns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	libvirtd := f.HostComm(a, "libvirtd")
+	if len(libvirtd) != 1 {
+		t.Fatalf("%s: libvirtd processes %v, want one", a, libvirtd)
+	}
+	for _, c := range []struct {
+		what string
+		pid  int
+	}{{"QEMU", q.PID}, {"watchdog", wd}, {"libvirtd", libvirtd[0]}} {
+		if got := ns(c.pid, "pid"); got != strings.TrimSpace(string(pidns)) {
+			t.Fatalf("%s's %s (pid %d) is in PID namespace %s, not the host's %s", a, c.what, c.pid, got, pidns)
+		}
+	}
+	if ns(q.PID, "mnt") == ns(wd, "mnt") || ns(q.PID, "mnt") == ns(libvirtd[0], "mnt") || ns(wd, "mnt") == ns(libvirtd[0], "mnt") {
+		t.Fatalf("%s: QEMU %s, watchdog %s, libvirtd %s: want three mount namespaces, as libvirt's stock namespaces and the unit's hardening make them",
+			a, ns(q.PID, "mnt"), ns(wd, "mnt"), ns(libvirtd[0], "mnt"))
+	}
+	t.Logf("%s: QEMU pid %d in %s, watchdog pid %d in %s, libvirtd in %s", a, q.PID, ns(q.PID, "mnt"), wd, ns(wd, "mnt"), ns(libvirtd[0], "mnt"))
+	// A guest of host-b's, which host-a's /proc does not show.
+	f.mustStart(t, b, "vm1")
+	other := f.onlyOn(t, labVM1UUID, b)
+	f.partition(t, a, b, "vm2", labVM2UUID, false)
+	if !other.Alive() {
+		t.Errorf("%s's fence killed %s's vm1 (pid %d)", a, b, other.PID)
+	}
+	f.ck.Check(t)
+}
+
 // TestE2EWatchdogRestart: with vm2 running on host-a,
 //   - kill -9 its watchdog, check host-b is still refused, start it again
 //     within the TTL: it resumes the same session (same lease in

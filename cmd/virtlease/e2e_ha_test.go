@@ -286,12 +286,7 @@ func TestE2EHAPowerLoss(t *testing.T) {
 	// Everything of host-a dies at once, libvirtd first so that no hook
 	// runs for the dying guest (a real power loss runs none).
 	lost := time.Now()
-	var pids []int
-	if b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "run", "libvirtd.pid")); err == nil {
-		var pid int
-		fmt.Sscan(string(b), &pid)
-		pids = append(pids, pid)
-	}
+	pids := l.HostComm("host-a", "libvirtd")
 	pids = append(pids, l.QEMUPids(haUUID)["host-a"]...)
 	if b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "watchdog.pid")); err == nil {
 		var pid int

@@ -399,11 +399,11 @@ func (l *Lab) RestartLibvirtd(host string) { l.t.Helper(); l.LabSh("restart-libv
 // RestartWatchdog stops host's virtlease watchdog (SIGTERM) and starts it again.
 func (l *Lab) RestartWatchdog(host string) { l.t.Helper(); l.LabSh("restart-watchdog", host) }
 
-// hostOfMntNS maps each host's recorded mount namespace ("mnt:[…]") to it.
-func (l *Lab) hostOfMntNS() map[string]string {
+// hostOfPidNS maps each host's recorded PID namespace ("pid:[…]") to it.
+func (l *Lab) hostOfPidNS() map[string]string {
 	m := make(map[string]string)
 	for _, h := range l.Hosts {
-		b, err := os.ReadFile(filepath.Join(l.HostDir(h), "mntns"))
+		b, err := os.ReadFile(filepath.Join(l.HostDir(h), "pidns"))
 		if err == nil {
 			m[strings.TrimSpace(string(b))] = h
 		}
@@ -413,9 +413,9 @@ func (l *Lab) hostOfMntNS() map[string]string {
 
 // QEMUPids returns, for each lab host, the PIDs of the QEMU processes
 // running the domain uuid there (found by "-uuid UUID" in /proc/PID/cmdline,
-// mapped to a host by /proc/PID/ns/mnt). QEMUs outside this lab are ignored.
+// mapped to a host by /proc/PID/ns/pid). QEMUs outside this lab are ignored.
 func (l *Lab) QEMUPids(uuid string) map[string][]int {
-	hosts := l.hostOfMntNS()
+	hosts := l.hostOfPidNS()
 	out := make(map[string][]int)
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -434,12 +434,38 @@ func (l *Lab) QEMUPids(uuid string) map[string][]int {
 		if i < 0 || i+1 >= len(argv) || !strings.EqualFold(argv[i+1], uuid) {
 			continue
 		}
-		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
 		if err != nil {
 			continue // exited meanwhile
 		}
 		if h, ok := hosts[ns]; ok {
 			out[h] = append(out[h], pid)
+		}
+	}
+	return out
+}
+
+// HostComm returns host's processes named comm, as this machine numbers
+// them. (libvirt's own pid files under the host's /run hold the numbers of
+// the host's PID namespace, which mean nothing out here.)
+func (l *Lab) HostComm(host, comm string) []int {
+	b, err := os.ReadFile(filepath.Join(l.HostDir(host), "pidns"))
+	if err != nil {
+		return nil
+	}
+	want := strings.TrimSpace(string(b))
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != want {
+			continue
+		}
+		if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(c)) == comm {
+			out = append(out, pid)
 		}
 	}
 	return out

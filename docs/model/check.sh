@@ -14,8 +14,11 @@
 # Prints a table (check, kind, expected, got, states, seconds); exits 1 when
 # any result differs from its expectation, 2 when spin or gcc is missing.
 #
-#   --full    also run "full": every feature but HA at once (40 million states,
-#             8 minutes and 5 GB here; not for every CI run)
+#   --full    also run the big scopes: "full", every feature but HA and
+#             watchdog crashes at once (40 million states, 8 minutes and 5 GB
+#             here; not for every CI run), and "restart-nodevice-etcd"
+#             (watchdog crashes without a device, two leases per host; 6
+#             million states)
 #   --update  rewrite expect/*.txt from this run's counterexamples
 #   CHECK…    run only these checks
 #
@@ -34,14 +37,19 @@ MEMLIM=${VL_MODEL_MEMLIM:-4096}
 # verified check whose scope contains it in one mechanism only (README.md).
 FIND_BASE="-DHOOK_AGE -DNOLATE -DNORECONCILE -DNOLEADER"
 CHECKS=(
-	"fence|verify|-DNOMIG"
+	"fence|verify|-DNOMIG -DRELEASE_RACE"
 	"migration|verify|-DNOLATE -DNOLEADER"
 	"migration-etcd|verify|-DMAXEP=1"
 	"ha|verify|-DHA -DNOMIG -DMAXEP=1"
 	"three-hosts|verify|-DNH=3 -DNOMIG -DMAXEP=1 -DNOLATE -DNOLEADER"
+	"restart|verify|-DWDCRASH -DDEVICE -DNOMIG -DMAXEP=2"
+	"restart-nodevice|verify|-DWDCRASH -DNOMIG -DMAXEP=1"
+	"restart-migration|verify|-DWDCRASH -DDEVICE -DMAXEP=1 -DNOLATE -DNOLEADER"
+	"ha-migration|verify|-DHA -DMAXEP=1 -DNOLATE -DNOLEADER"
 	"probe-failover|find|-DPROBE_FAILOVER -DNOMIG -DMAXEP=2 $FIND_BASE"
 	"probe-handoff|find|-DPROBE_HANDOFF -DMAXEP=1 $FIND_BASE"
 	"probe-ha|find|-DPROBE_HA -DHA -DNOMIG -DMAXEP=1 $FIND_BASE"
+	"probe-reset|find|-DPROBE_RESET -DWDCRASH -DDEVICE -DNOMIG -DMAXEP=1 $FIND_BASE"
 	"reply-dated|find|-DREPLY_DATED -DNOMIG -DMAXEP=1 $FIND_BASE"
 	"zero-margin|find|-DMARGIN=0 -DNOMIG -DMAXEP=1 $FIND_BASE"
 	"margin-is-election|find|-DMARGIN=1 -DNOMIG -DMAXEP=1 -DHOOK_AGE -DNOLATE -DNORECONCILE"
@@ -53,8 +61,18 @@ CHECKS=(
 	"code-handoff|find|-DCODE_HANDOFF -DMAXEP=2 $FIND_BASE"
 	"code-incoming-marker|find|-DCODE_MARKER -DMAXEP=1 $FIND_BASE"
 	"code-incoming-marker-ttl|find|-DCODE_MARKER_TTL -DMAXEP=1 $FIND_BASE"
+	"code-resume-after-dial|find|-DCODE_RESUME_AFTER_DIAL -DWDCRASH -DNOMIG -DMAXEP=1 $FIND_BASE"
+	"code-restart-loop|find|-DCODE_RESUME_AFTER_DIAL -DWDCRASH -DDEVICE -DNOMIG -DMAXEP=1 $FIND_BASE"
+	"code-stale-incoming|find|-DCODE_STALE_INCOMING -DEARLY_REFUSAL -DMAXEP=1 $FIND_BASE"
+	"code-idempotent-claim|find|-DCODE_IDEMPOTENT_CLAIM -DRELEASE_RACE -DNOMIG -DMAXEP=1 -DHOOK_AGE -DNOLATE -DNOLEADER"
+	"code-handoff-any|find|-DCODE_HANDOFF_ANY -DEARLY_REFUSAL -DHA -DMAXEP=1 $FIND_BASE"
+	"residual-stop-prepared|find|-DSTOP_ANY -DEARLY_REFUSAL -DHA -DMAXEP=1 $FIND_BASE"
 )
-FULL="full|verify|"
+# --full: the big scopes (minutes each)
+FULLS=(
+	"full|verify|"
+	"restart-nodevice-etcd|verify|-DWDCRASH -DNOMIG -DMAXEP=2"
+)
 
 FULLRUN=false
 UPDATE=false
@@ -74,9 +92,12 @@ for a in "$@"; do
 	*) ONLY+=("$a") ;;
 	esac
 done
-$FULLRUN && CHECKS+=("$FULL")
-if ((${#ONLY[@]} > 0)) && [[ " ${ONLY[*]} " == *" full "* ]]; then
-	CHECKS+=("$FULL")
+if $FULLRUN; then
+	CHECKS+=("${FULLS[@]}")
+elif ((${#ONLY[@]} > 0)); then
+	for c in "${FULLS[@]}"; do
+		[[ " ${ONLY[*]} " == *" ${c%%|*} "* ]] && CHECKS+=("$c")
+	done
 fi
 
 for tool in spin gcc timeout; do

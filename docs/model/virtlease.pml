@@ -16,7 +16,16 @@
  *             HA (HA restarts and intents), NH=3, MAXEP=n (leases per host in
  *             one run), HOOK_AGE (a hook call gives up exactly HOOKT ticks
  *             after it began, instead of at any moment), P1ONLY (check only
- *             two_running)
+ *             two_running), WDCRASH (a watchdog may crash, MAXCRASH times in a
+ *             run, and systemd restarts it), DEVICE (with WDCRASH: the hardware
+ *             watchdog device, its pets and the kernel's pings), STOP_ANY (with
+ *             HA: ha_restart_after_clean_stop counts a stop of a migration's
+ *             source whose destination's prepare claimed, too), RELEASE_RACE
+ *             (the reconcile's release of a stale key is two steps: State() and
+ *             the read, then the Txn comparing the ModRevision read; without it
+ *             one step), EARLY_REFUSAL (with HOOK_AGE: a migration's prepare may
+ *             be refused before it claims, as the hook giving up at any moment
+ *             does without HOOK_AGE)
  *   broken variants, each must yield a counterexample:
  *     REPLY_DATED     the watchdog dates a renewal from its reply's arrival
  *     MARGIN=0        fence at the deadline itself (MARGIN=1: = election timeout)
@@ -29,6 +38,7 @@
  *     PROBE_FAILOVER  the guest runs on one host after another host's fence killed it
  *     PROBE_HANDOFF   a migration hands the keys to the running destination
  *     PROBE_HA        an HA restart begins after another host's fence killed the guest (with HA)
+ *     PROBE_RESET     the device resets a machine whose guest runs (with WDCRASH, DEVICE)
  *   the code before the fixes of the model's findings (README: "Findings"):
  *     CODE_NORECHECK  hook.prepare: the guest starts whenever the claim's reply
  *                     arrives within the hook deadline; the session is not
@@ -39,9 +49,24 @@
  *                     claims as the destination of that migration
  *     CODE_MARKER_TTL hook.prepare after the first fix: a marker younger than
  *                     MARKER_TTL ticks (incomingTTL, 60 s) counts
+ *     CODE_RESUME_AFTER_DIAL  (with WDCRASH) runWatchdog: a restarted watchdog
+ *                     enforces its session file's deadline only once it has
+ *                     connected to etcd; with DEVICE it opens the device
+ *                     (SETTIMEOUT pings) before that, and an exit pings it again
+ *     CODE_STALE_INCOMING hook.prepare/release: the first prepare that passes
+ *                     its early checks consumes the incoming marker and claims as
+ *                     incoming; a release after a prepare refused before that
+ *                     drops neither the marker nor the record
+ *     CODE_IDEMPOTENT_CLAIM  lease.Store.Claim: a start whose keys are all mine
+ *                     already writes nothing (their ModRevision stays)
+ *     CODE_HANDOFF_ANY  hook.release: the source hands off whenever a record from
+ *                     it exists, prepared by the destination or not (with HA)
  * The verified model follows the code after the fixes: only the prepare of the
- * migration that wrote the marker claims as incoming (the code turns the
- * marker into a "migrated" one there).
+ * migration that wrote the marker claims as incoming, and whatever refuses it
+ * drops marker and record; a restarted watchdog resumes its session file's
+ * deadline before any network I/O and touches the device only when a pet is
+ * due; a start rewrites keys already its own; the source hands off only a
+ * record its destination's prepare claimed under.
  */
 
 /* ------------------------------------------------------------ constants */
@@ -64,6 +89,16 @@
 #endif
 #ifndef MAXEP
 #define MAXEP 2         /* leases (sessions) per host in one run: the first + one after a fence */
+#endif
+#ifndef MAXCRASH
+#define MAXCRASH 1      /* watchdog crashes in one run (WDCRASH), all hosts together */
+#endif
+#define DT (TTL - 2 - 1) /* device timeout: ttl - 2 x renew_interval - 1 s (fence.Config.DeviceTimeout) */
+#if defined(DEVICE) && !defined(WDCRASH)
+#error "DEVICE needs WDCRASH"
+#endif
+#if defined(CODE_RESUME_AFTER_DIAL) && !defined(WDCRASH)
+#error "CODE_RESUME_AFTER_DIAL needs WDCRASH"
 #endif
 
 /* DESIGN's timing rules as fence.Config.Validate checks them, in ticks
@@ -94,6 +129,19 @@ byte ra[NH];    /*   its age: ticks since the request was SENT */
 #ifdef HOOK_AGE
 bool kd[NH];    /* a QEMU has outlived one fencing round */
 #endif
+#ifdef WDCRASH
+byte wd[NH];    /* the watchdog process: 0 up; 1 down (crashed or exited: systemd restarts it);
+                   2 restarted, connecting to etcd, not enforcing yet (CODE_RESUME_AFTER_DIAL);
+                   3 the machine was reset by the device (down for the rest of the run) */
+byte ncr;       /* watchdog crashes so far */
+#endif
+#ifdef DEVICE
+byte dv[NH];    /* the hardware watchdog: ticks until it fires, 0 not armed */
+#endif
+#if defined(RELEASE_RACE) && !defined(NORECONCILE)
+bool rs[NH];    /* reconcile found its guest inactive and Release read its stale key: the
+                   delete Txn compares that ModRevision (any write to the key cancels it) */
+#endif
 
 /* etcd */
 byte lep[NH];   /* this host's live lease (epoch), 0 none; hosts/HOST is attached to it */
@@ -104,8 +152,10 @@ byte kl;        /*   attached to the holder's lease (epoch) */
 byte mf, mt;    /* migrations/UUID: from, to (host + 1), 0 absent */
 byte mlp;       /*   attached to the destination's lease (epoch) */
 byte dep;       /* > 0: a deposed leader may still acknowledge renewals */
+bool mpr;       /*   prepared: the destination's prepare claimed under it */
 #ifdef HA
 byte iw;        /* intents/UUID: 0 none, 1 running, 2 stopped */
+bool cstop;     /* the guest's last stop was a clean one whose release reached etcd; no start since */
 #endif
 
 /* hook calls: one libvirt job per domain and host at a time */
@@ -117,6 +167,9 @@ byte hl[NH];    /* the holder lease the call uses: the one the session file name
 byte ha[NH];    /* ticks since the call began */
 #endif
 byte inc[NH];   /* incoming marker /run/virtlease/incoming/UUID: source host + 1 */
+#ifdef CODE_STALE_INCOMING
+bool imig[NH];  /*   consumed by a prepare (renamed to migrated/UUID) */
+#endif
 #ifdef CODE_MARKER_TTL
 #ifndef MARKER_TTL
 #define MARKER_TTL 10   /* ticks; the code's 60 s */
@@ -139,7 +192,33 @@ byte ms, md;    /* source, destination */
 
 /* ------------------------------------------------------------ macros */
 
-#define LIVE(h)       (wl[h] != 0 && !fen[h] && dl[h] > MARGIN)   /* lease.Session.Live */
+#ifdef WDCRASH
+#define UP(h)         (wd[h] == 0)          /* the watchdog process runs (and enforces) */
+#define ALIVE(h)      (wd[h] != 3)          /* the machine has not been reset */
+#if defined(DEVICE) && !defined(CODE_RESUME_AFTER_DIAL)
+#define WAITS(h)      (wd[h] == 0)          /* up; a dead one may stay dead: the device covers it */
+#else
+#define WAITS(h)      (wd[h] < 2)           /* up, or down with systemd restarting it at once */
+#endif
+#else
+#define UP(h)         true
+#define ALIVE(h)      true
+#define WAITS(h)      true
+#endif
+/* lease.Session.Live: the hook reads the session file, which outlives a crashed watchdog */
+#define LIVE(h)       (ALIVE(h) && wl[h] != 0 && !fen[h] && dl[h] > MARGIN)
+/* fence.Watchdog.pet's rule: the last acknowledged renewal was sent less than
+ * 2 x renew_interval ago, or fenced with no QEMU left */
+#define PET_OK(h)     ((wl[h] != 0 && !fen[h] && dl[h] > TTL - 2) || (fen[h] && q[h] == 0))
+#if defined(RELEASE_RACE) && !defined(NORECONCILE)
+#if NH == 2
+#define KEY_WRITTEN   rs[0] = 0; rs[1] = 0
+#else
+#define KEY_WRITTEN   rs[0] = 0; rs[1] = 0; rs[2] = 0
+#endif
+#else
+#define KEY_WRITTEN   skip
+#endif
 #define MIGFREE(h)    (mp == 0 || (ms != h && md != h))
 #define RUN(h)        (q[h] == 1)
 #define FENCE_DUE(h)  (wl[h] != 0 && !fen[h] && dl[h] <= MARGIN)
@@ -152,10 +231,15 @@ byte ms, md;    /* source, destination */
 #endif
 
 #if defined(HOOK_AGE) && !defined(SLOW_KILL)
-#define KILL_LATE(h)  (fen[h] && q[h] != 0 && kd[h])
+#define KILL_LATE(h)  (fen[h] && q[h] != 0 && kd[h] && WAITS(h))
 #else
 #define KILL_LATE(h)  false
 #endif
+/* time waits for a due fence: the watchdog acts on time, and a crashed one
+ * is restarted and resumes its session file's deadline before the fence
+ * point passes (WDCRASH: an assumption, README); one still connecting to
+ * etcd (CODE_RESUME_AFTER_DIAL) or on a reset machine enforces nothing */
+#define FENCE_WAIT(h) (FENCE_DUE(h) && WAITS(h))
 #ifdef HOOK_AGE
 #define HOOK_CALL(h, k)  hk[h] = k; hl[h] = wl[h]; ha[h] = 0
 #define HOOK_IDLE(h)     hk[h] = 0; hl[h] = 0; ha[h] = 0
@@ -165,11 +249,11 @@ byte ms, md;    /* source, destination */
 #endif
 
 #if NH == 2
-#define BLOCKED       (FENCE_DUE(0) || KILL_LATE(0) || FENCE_DUE(1) || KILL_LATE(1))
+#define BLOCKED       (FENCE_WAIT(0) || KILL_LATE(0) || FENCE_WAIT(1) || KILL_LATE(1))
 #define two_running   (RUN(0) && RUN(1))
 #define ANY_QEMU      (q[0] != 0 || q[1] != 0)
 #else
-#define BLOCKED       (FENCE_DUE(0) || KILL_LATE(0) || FENCE_DUE(1) || KILL_LATE(1) || FENCE_DUE(2) || KILL_LATE(2))
+#define BLOCKED       (FENCE_WAIT(0) || KILL_LATE(0) || FENCE_WAIT(1) || KILL_LATE(1) || FENCE_WAIT(2) || KILL_LATE(2))
 #define two_running   ((RUN(0) && RUN(1)) || (RUN(0) && RUN(2)) || (RUN(1) && RUN(2)))
 #define ANY_QEMU      (q[0] != 0 || q[1] != 0 || q[2] != 0)
 #endif
@@ -186,11 +270,11 @@ inline drop_lease(h) {
 	if
 	:: lep[h] != 0 ->
 		if
-		:: MINE(h, lep[h]) -> kh = 0; kl = 0; printf("    etcd: the domain key of h%d goes with its lease\n", h)
+		:: MINE(h, lep[h]) -> kh = 0; kl = 0; KEY_WRITTEN; printf("    etcd: the domain key of h%d goes with its lease\n", h)
 		:: else
 		fi;
 		if
-		:: mt == h + 1 && mlp == lep[h] -> mf = 0; mt = 0; mlp = 0; printf("    etcd: the migration record to h%d goes with its lease\n", h)
+		:: mt == h + 1 && mlp == lep[h] -> mf = 0; mt = 0; mlp = 0; mpr = 0; printf("    etcd: the migration record to h%d goes with its lease\n", h)
 		:: else
 		fi;
 		lep[h] = 0; etl[h] = 0
@@ -216,10 +300,22 @@ inline claim_txn(h, lse, from, start, res) {
 			:: mt != 0 && mt != h + 1 && (start || mf != h + 1) -> res = 3   /* being migrated elsewhere */
 			:: else ->
 				if
-				:: kh == 0 -> kh = h + 1; kl = lse; res = 1
+				:: kh == 0 -> kh = h + 1; kl = lse; res = 1; KEY_WRITTEN
 				:: kh != 0 && from != 0 && kh == from -> res = 1                      /* the source's until the hand-off */
-				:: kh != 0 && !(from != 0 && kh == from) && MINE(h, lse) -> res = 1   /* mine already */
+				:: kh != 0 && !(from != 0 && kh == from) && MINE(h, lse) -> res = 1;  /* mine already */
+#ifndef CODE_IDEMPOTENT_CLAIM
+					if                                    /* a start rewrites it: its ModRevision moves */
+					:: start -> KEY_WRITTEN
+					:: else
+					fi
+#else
+					skip                                  /* nothing written */
+#endif
 				:: else -> res = 2
+				fi;
+				if                                            /* the record now says: prepared */
+				:: res == 1 && from != 0 -> mpr = 1
+				:: else
 				fi
 			fi
 		fi
@@ -233,27 +329,47 @@ inline claim_txn(h, lse, from, start, res) {
  * keys that are mine (lease.Store.Release). Three Txns, modelled as one step.
  */
 inline release_txn(h) {
+#ifdef HA
+	if                                                    /* an operator's stop reaches etcd */
+#ifdef STOP_ANY
+	:: hc[h] && MINE(h, hl[h]) -> cstop = 1
+#else
+	:: hc[h] && MINE(h, hl[h]) && !(mf == h + 1 && mpr) -> cstop = 1   /* residual: README */
+#endif
+	:: else
+	fi;
+#endif
 	if
-	:: inc[h] != 0 ->
+#ifdef CODE_STALE_INCOMING
+	:: inc[h] != 0 && imig[h] ->                          /* dropIncoming: only a consumed marker */
+#else
+	:: inc[h] != 0 ->                                     /* whatever refused it drops marker and record */
+#endif
 		if
-		:: mt == h + 1 && mlp == hl[h] -> mf = 0; mt = 0; mlp = 0; printf("    etcd: h%d drops the migration record to it\n", h)
+		:: mt == h + 1 && mlp == hl[h] -> mf = 0; mt = 0; mlp = 0; mpr = 0; printf("    etcd: h%d drops the migration record to it\n", h)
 		:: else
 		fi;
 		inc[h] = 0
+#ifdef CODE_STALE_INCOMING
+	:: inc[h] != 0 && !imig[h] -> printf("h%d: release: no migrated marker: the incoming marker and the record stay\n", h)
+#endif
 	:: else
 	fi;
 	if
 	:: mf == h + 1 && lep[mt - 1] == mlp && mlp != 0 &&
+#ifdef CODE_HANDOFF_ANY
+	   true ->                                            /* any record from me: hand off */
+#else
+	   mpr ->                                             /* only one its destination's prepare claimed under */
+#endif
 #ifdef CODE_HANDOFF
-	   true ->
 		if
-		:: MINE(h, hl[h]) -> kh = mt; kl = mlp
+		:: MINE(h, hl[h]) -> kh = mt; kl = mlp; KEY_WRITTEN
 		:: else                                           /* gone already: skipped */
 		fi;
 #else
-	   true ->
 		if                                                /* mine, or gone already: to the destination */
-		:: kh == 0 || MINE(h, hl[h]) -> kh = mt; kl = mlp
+		:: kh == 0 || MINE(h, hl[h]) -> kh = mt; kl = mlp; KEY_WRITTEN
 		:: else
 		fi;
 #endif
@@ -268,13 +384,13 @@ inline release_txn(h) {
 #endif
 		:: else -> printf("    etcd: h%d hands off: its key is gone already, NO key moves; record dropped\n", h)
 		fi;
-		mf = 0; mt = 0; mlp = 0
+		mf = 0; mt = 0; mlp = 0; mpr = 0
 	:: else ->
 		if
 #ifdef RELEASE_ANY
-		:: kh != 0 -> printf("    etcd: h%d's release deletes the domain key (naming h%d)\n", h, kh - 1); kh = 0; kl = 0
+		:: kh != 0 -> printf("    etcd: h%d's release deletes the domain key (naming h%d)\n", h, kh - 1); kh = 0; kl = 0; KEY_WRITTEN
 #else
-		:: MINE(h, hl[h]) -> kh = 0; kl = 0; printf("    etcd: h%d releases its domain key\n", h)
+		:: MINE(h, hl[h]) -> kh = 0; kl = 0; KEY_WRITTEN; printf("    etcd: h%d releases its domain key\n", h)
 #ifdef HA
 			;
 			if                                        /* a clean stop: want stopped, same Txn */
@@ -310,6 +426,26 @@ inline qemu_gone(h) {
 	:: else
 	fi
 }
+
+#ifdef DEVICE
+/* the hardware watchdog fires: the machine resets. Its QEMU is gone with no
+ * hook, and the host takes no part in the rest of the run (its lease expires) */
+inline reset(h) {
+	printf("h%d: the hardware watchdog FIRES: the machine resets\n", h);
+#ifdef PROBE_RESET
+	if
+	:: q[h] == 1 -> printf("REACHED device_reset\n"); assert(false)
+	:: else
+	fi;
+#endif
+	q[h] = 0; wd[h] = 3; inc[h] = 0; rq[h] = 0; rf[h] = 0; ra[h] = 0;
+	HOOK_IDLE(h);
+	if
+	:: mp != 0 && (md == h || (mp == 5 && ms == h)) -> mp = 0
+	:: else
+	fi
+}
+#endif
 
 inline fence(h) {
 	printf("h%d: FENCES (deadline in %d)\n", h, dl[h]);
@@ -372,8 +508,10 @@ inline mig_begin(h, d) {
 }
 
 #define CANDST(d) (q[d] == 0 && hk[d] == 0 && LIVE(d))
-#ifdef CODE_MARKER_TTL
+#if defined(CODE_MARKER_TTL)
 #define MARKER_NEW(h) mage[h] = 0
+#elif defined(CODE_STALE_INCOMING)
+#define MARKER_NEW(h) imig[h] = 0
 #else
 #define MARKER_NEW(h) skip
 #endif
@@ -384,7 +522,7 @@ proctype Host(byte h) {
 	/* ---- watchdog: renewals. A request etcd never sees is a step not
 	 * taken; etcd processes one at once (a later processing is the
 	 * "late renewal" step below); the reply may come back later, or never. */
-	:: d_step { rq[h] == 0 && wl[h] != 0 && !fen[h] ->
+	:: d_step { UP(h) && rq[h] == 0 && wl[h] != 0 && !fen[h] ->
 		if
 		:: lep[h] == wl[h] -> etl[h] = TTL; rq[h] = 1;
 			printf("h%d: renewal sent; etcd renews the lease (expires in %d)\n", h, TTL)
@@ -392,11 +530,11 @@ proctype Host(byte h) {
 		fi;
 		ra[h] = 0
 	   }
-	:: d_step { rq[h] == 0 && wl[h] != 0 && !fen[h] && lep[h] == wl[h] && dep > 0 ->
+	:: d_step { UP(h) && rq[h] == 0 && wl[h] != 0 && !fen[h] && lep[h] == wl[h] && dep > 0 ->
 		rq[h] = 1; ra[h] = 0;
 		printf("h%d: renewal sent; a DEPOSED leader acks it (lease not renewed)\n", h)
 	   }
-	:: d_step { rq[h] == 0 && (wl[h] == 0 || fen[h]) && gen[h] < MAXEP ->
+	:: d_step { UP(h) && rq[h] == 0 && (wl[h] == 0 || fen[h]) && gen[h] < MAXEP ->
 		drop_lease(h);                               /* revoke the old lease (and any orphan) */
 		gen[h]++; lep[h] = gen[h]; etl[h] = TTL; rq[h] = 1; rf[h] = 1; ra[h] = 0;
 		printf("h%d: new-session request; etcd revokes the old lease, grants lease %d\n", h, gen[h])
@@ -427,8 +565,49 @@ proctype Host(byte h) {
 		rq[h] = 0; ra[h] = 0
 	   }
 	/* ---- watchdog: fence at deadline - margin, and keep killing */
-	:: d_step { FENCE_DUE(h) -> fence(h) }
-	:: d_step { fen[h] && q[h] != 0 -> printf("h%d: fencing: kills its QEMU\n", h); qemu_gone(h) }
+	:: d_step { UP(h) && FENCE_DUE(h) -> fence(h) }
+	:: d_step { UP(h) && fen[h] && q[h] != 0 -> printf("h%d: fencing: kills its QEMU\n", h); qemu_gone(h) }
+#ifdef WDCRASH
+	/* ---- the watchdog crashes (OOM, kill -9, systemd's abort): the reply on
+	 * its way is lost; the session file keeps its last state and deadline */
+	:: d_step { wd[h] == 0 && ncr < MAXCRASH ->
+		ncr++; wd[h] = 1; rq[h] = 0; rf[h] = 0; ra[h] = 0;
+#if defined(RELEASE_RACE) && !defined(NORECONCILE)
+		rs[h] = 0;
+#endif
+#if defined(DEVICE) && defined(CODE_RESUME_AFTER_DIAL)
+		if                                           /* the kernel closes its file without V: a ping */
+		:: dv[h] != 0 -> dv[h] = DT
+		:: else
+		fi;
+#endif                                               /* fixed: systemd keeps a copy of the file: no close */
+		printf("h%d: the watchdog CRASHES (session file: lease %d, deadline in %d)\n", h, wl[h], dl[h])
+	   }
+	/* systemd restarts it */
+	:: d_step { wd[h] == 1 ->
+#ifdef CODE_RESUME_AFTER_DIAL
+		wd[h] = 2;
+#ifdef DEVICE
+		dv[h] = DT;                                  /* OpenDevice: SETTIMEOUT pings */
+		printf("h%d: systemd restarts the watchdog: it opens the device (a ping) and dials etcd\n", h)
+#else
+		printf("h%d: systemd restarts the watchdog: it dials etcd first\n", h)
+#endif
+#else
+		wd[h] = 0;                                   /* resume: the file's deadline binds at once; the
+		                                                device's file comes back from systemd, no ping */
+		printf("h%d: systemd restarts the watchdog: it resumes lease %d, deadline in %d, before any network I/O\n", h, wl[h], dl[h])
+#endif
+	   }
+#ifdef CODE_RESUME_AFTER_DIAL
+	/* connected (dial, login, renewer, members): resume() in Run */
+	:: d_step { wd[h] == 2 -> wd[h] = 0; printf("h%d: the watchdog has reached etcd: it resumes lease %d, deadline in %d\n", h, wl[h], dl[h]) }
+#ifdef DEVICE
+	/* etcd unreachable with auth: the login fails, exit 3 (close without V pings) */
+	:: d_step { wd[h] == 2 -> wd[h] = 1; dv[h] = DT; printf("h%d: the watchdog cannot log in to etcd: exits (the close pings the device)\n", h) }
+#endif
+#endif
+#endif
 
 	/* ---- start (an operator, anywhere, at any time): the prepare hook */
 	:: d_step { q[h] == 0 && hk[h] == 0 && MIGFREE(h) && LIVE(h) ->
@@ -437,7 +616,7 @@ proctype Host(byte h) {
 	   }
 #ifdef HA
 	/* HA restart (fence.restartOnce + lease.BeginRestart, read at one revision) */
-	:: d_step { q[h] == 0 && hk[h] == 0 && MIGFREE(h) && LIVE(h) && lep[h] == wl[h] &&
+	:: d_step { UP(h) && q[h] == 0 && hk[h] == 0 && MIGFREE(h) && LIVE(h) && lep[h] == wl[h] &&
 		    iw == 1 && kh == 0 && mt == 0 ->
 		printf("h%d: HA restart (intent running, no key, no migration record)\n", h);
 		if                      /* HA never starts a guest that runs, or is paused, anywhere */
@@ -445,6 +624,11 @@ proctype Host(byte h) {
 		:: else
 		fi;
 		assert(!ANY_QEMU);
+		if                      /* ... nor one an operator stopped (deliberate stops are final) */
+		:: cstop -> printf("VIOLATED ha_restart_after_clean_stop\n")
+		:: else
+		fi;
+		assert(!cstop);
 #ifdef PROBE_HA
 		if
 		:: fkill != 0 && fkill != h + 1 -> printf("REACHED ha_restart\n"); assert(false)
@@ -463,6 +647,13 @@ proctype Host(byte h) {
 		:: mage[h] <= MARKER_TTL -> claim_txn(h, hl[h], inc[h], 1, res)
 		:: else -> claim_txn(h, hl[h], 0, 1, res)
 		fi;
+#elif defined(CODE_STALE_INCOMING)
+		if                                          /* the first prepare past its early checks consumes the marker */
+		:: inc[h] != 0 && !imig[h] -> imig[h] = 1;
+			printf("h%d: the prepare finds an incoming marker (from h%d): claims as incoming\n", h, inc[h] - 1);
+			claim_txn(h, hl[h], inc[h], 1, res)
+		:: else -> claim_txn(h, hl[h], 0, 1, res)
+		fi;
 #else
 		if                                          /* only the migration's own prepare is incoming */
 		:: mp == 2 && md == h -> claim_txn(h, hl[h], inc[h], 1, res)
@@ -472,7 +663,7 @@ proctype Host(byte h) {
 		if
 		:: res == 1 -> hk[h] = 2; printf("    etcd: h%d's claim succeeds (the key names h%d)\n", h, kh - 1)
 #ifdef HA
-			; iw = 1
+			; iw = 1; cstop = 0
 #endif
 		:: else -> hk[h] = 3; printf("    etcd: h%d's claim is refused\n", h)
 		fi;
@@ -546,23 +737,30 @@ proctype Host(byte h) {
 				if
 				:: mt != 0 ->
 					if
-					:: mt == h + 1 && mf == kh && mlp == hl[h] -> inc[h] = kh; hk[h] = 6; MARKER_NEW(h)
+					:: mt == h + 1 && mf == kh && mlp == hl[h] -> inc[h] = kh; mpr = 0; hk[h] = 6; MARKER_NEW(h)
 					:: else -> hk[h] = 8
 					fi
-				:: else -> mf = kh; mt = h + 1; mlp = hl[h]; inc[h] = kh; hk[h] = 6; MARKER_NEW(h);
+				:: else -> mf = kh; mt = h + 1; mlp = hl[h]; mpr = 0; inc[h] = kh; hk[h] = 6; MARKER_NEW(h);
 					printf("    etcd: migration record h%d -> h%d, on h%d's lease\n", mf - 1, h, h)
 				fi
 			fi
 		fi
 	   }
 	:: d_step { hk[h] == 6 -> mp = 2; printf("h%d: migration recorded; its prepare claims as incoming\n", h); prepare(h) }
+#ifdef EARLY_REFUSAL
+	/* ... or is refused before its claim (no etcd login in time, the shutdown
+	 * file): the migration fails, libvirt calls the release hook. Without
+	 * HOOK_AGE a hook call gives up at any moment, which covers this. */
+	:: d_step { hk[h] == 6 -> mp = 0; HOOK_CALL(h, 4);
+		printf("h%d: migration recorded; its prepare is refused before it claims\n", h) }
+#endif
 	:: d_step { hk[h] == 7 -> inc[h] = 0; mp = 2; printf("h%d: nobody holds the guest; its prepare claims\n", h); prepare(h) }
 	:: d_step { hk[h] == 8 -> HOOK_IDLE(h); mp = 0; printf("h%d: migration refused\n", h) }
 #endif
 
 #ifndef NORECONCILE
 	/* ---- watchdog: reconcile, while the session is ok */
-	:: d_step { q[h] != 0 && hk[h] == 0 && wl[h] != 0 && !fen[h] ->
+	:: d_step { UP(h) && q[h] != 0 && hk[h] == 0 && wl[h] != 0 && !fen[h] ->
 		claim_txn(h, wl[h], inc[h], 0, res);
 		if
 		:: res == 3 && inc[h] != 0 ->                   /* its migration is no longer recorded */
@@ -572,7 +770,7 @@ proctype Host(byte h) {
 		if
 		:: res == 1 && inc[h] != 0 && kh == h + 1 ->    /* every key is ours: the record is done */
 			if
-			:: mt == h + 1 && mlp == wl[h] -> mf = 0; mt = 0; mlp = 0;
+			:: mt == h + 1 && mlp == wl[h] -> mf = 0; mt = 0; mlp = 0; mpr = 0;
 				printf("h%d: reconcile: incoming migration complete, record dropped\n", h)
 			:: else
 			fi;
@@ -585,9 +783,18 @@ proctype Host(byte h) {
 		fi;
 		res = 0
 	   }
+#ifdef RELEASE_RACE
+	/* a key of mine whose guest libvirt reports inactive, no job: Release reads
+	 * it (State(), then the read: two steps apart from its Txn) ... */
+	:: d_step { UP(h) && q[h] == 0 && hk[h] == 0 && MIGFREE(h) && wl[h] != 0 && !fen[h] && MINE(h, wl[h]) && !rs[h] ->
+		rs[h] = 1; printf("h%d: reconcile: its guest is inactive; Release reads its stale key\n", h) }
+	/* ... and deletes it if its ModRevision is still as read */
+	:: d_step { rs[h] -> kh = 0; kl = 0; KEY_WRITTEN; printf("h%d: reconcile deletes its stale key (ModRevision as read)\n", h) }
+#else
 	/* a key of mine whose guest does not run here, and no job: deleted */
-	:: d_step { q[h] == 0 && hk[h] == 0 && MIGFREE(h) && wl[h] != 0 && !fen[h] && MINE(h, wl[h]) ->
+	:: d_step { UP(h) && q[h] == 0 && hk[h] == 0 && MIGFREE(h) && wl[h] != 0 && !fen[h] && MINE(h, wl[h]) ->
 		kh = 0; kl = 0; printf("h%d: reconcile deletes its stale key\n", h) }
+#endif
 #endif
 	od
 }
@@ -611,6 +818,20 @@ inline ETCD_TICK(h) {
  * given up. A tick waits while a fence is due (the watchdog acts on time,
  * and a kill completes within the tick it starts in). */
 inline tick(h) {
+#ifdef DEVICE
+	if                          /* the loop pets right before the tick, when the rule allows */
+	:: UP(h) && PET_OK(h) -> dv[h] = DT
+	:: else
+	fi;
+	if
+	:: dv[h] != 0 -> dv[h]--;
+		if
+		:: dv[h] == 0 -> reset(h)
+		:: else
+		fi
+	:: else
+	fi;
+#endif
 	if
 	:: dl[h] > 0 -> dl[h]--
 	:: else
@@ -747,6 +968,12 @@ init {
 		wl[1] = 1; lep[1] = 1; gen[1] = 1; dl[1] = TTL; etl[1] = TTL;
 #if NH == 3
 		wl[2] = 1; lep[2] = 1; gen[2] = 1; dl[2] = TTL; etl[2] = TTL;
+#endif
+#ifdef DEVICE
+		dv[0] = DT; dv[1] = DT;     /* armed and just petted */
+#if NH == 3
+		dv[2] = DT;
+#endif
 #endif
 		run Host(0); run Host(1)
 #if NH == 3

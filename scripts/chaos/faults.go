@@ -110,8 +110,14 @@ func (c *campaign) drawFault(rng *rand.Rand, cycle int) *fault {
 		f.Hold = u(2*time.Second, ttl+3*time.Second)
 	case "watchdog-kill":
 		f.Hold = u(300*time.Millisecond, ttl+4*time.Second)
+		if !c.hwdog {
+			f.Hold = u(300*time.Millisecond, c.lab.noDeviceHoldMax())
+		}
 	case "watchdog-stop":
 		f.Hold = u(300*time.Millisecond, ttl+2*time.Second)
+		if !c.hwdog {
+			f.Hold = u(300*time.Millisecond, c.lab.noDeviceHoldMax())
+		}
 	case "libvirtd-kill":
 		f.Hold = u(300*time.Millisecond, 5*time.Second)
 	case "libvirtd-stop":

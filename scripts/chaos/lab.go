@@ -17,7 +17,7 @@ import (
 )
 
 // lab is a running scripts/lab.sh lab, seen from outside: its files, its
-// processes (by recorded PID and mount namespace) and lab.sh's commands.
+// processes (by recorded PID and PID namespace) and lab.sh's commands.
 type lab struct {
 	root    string
 	port    int
@@ -148,11 +148,11 @@ func (l *lab) virsh(timeout time.Duration, h string, args ...string) result {
 	return run(timeout, l.env, "virsh", append([]string{"-c", l.uri(h)}, args...)...)
 }
 
-// mntNS maps each host's recorded mount namespace to the host.
-func (l *lab) mntNS() map[string]string {
+// pidNS maps each host's recorded PID namespace to the host.
+func (l *lab) pidNS() map[string]string {
 	m := map[string]string{}
 	for _, h := range l.hosts {
-		b, err := os.ReadFile(filepath.Join(l.hostDir(h), "mntns"))
+		b, err := os.ReadFile(filepath.Join(l.hostDir(h), "pidns"))
 		if err == nil && len(bytes.TrimSpace(b)) > 0 {
 			m[string(bytes.TrimSpace(b))] = h
 		}
@@ -161,7 +161,7 @@ func (l *lab) mntNS() map[string]string {
 }
 
 // pidFile reads a PID file and returns the PID when that process is alive
-// and its mount namespace is host's (h == "": any namespace, but its command
+// and its PID namespace is host's (h == "": any namespace, but its command
 // line must name the lab root).
 func (l *lab) pidFile(path, h string) int {
 	b, err := os.ReadFile(path)
@@ -173,8 +173,8 @@ func (l *lab) pidFile(path, h string) int {
 		return 0
 	}
 	if h != "" {
-		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-		want, _ := os.ReadFile(filepath.Join(l.hostDir(h), "mntns"))
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+		want, _ := os.ReadFile(filepath.Join(l.hostDir(h), "pidns"))
 		if err != nil || ns != strings.TrimSpace(string(want)) {
 			return 0
 		}
@@ -191,10 +191,10 @@ func (l *lab) watchdogPID(h string) int {
 	return l.pidFile(filepath.Join(l.hostDir(h), "watchdog.pid"), h)
 }
 
-// hostComm lists host h's processes named comm (mount namespace match).
+// hostComm lists host h's processes named comm (PID namespace match).
 func (l *lab) hostComm(h, comm string) []int {
 	ns := ""
-	if b, err := os.ReadFile(filepath.Join(l.hostDir(h), "mntns")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(l.hostDir(h), "pidns")); err == nil {
 		ns = strings.TrimSpace(string(b))
 	}
 	if ns == "" {
@@ -207,7 +207,7 @@ func (l *lab) hostComm(h, comm string) []int {
 		if err != nil {
 			continue
 		}
-		if m, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err != nil || m != ns {
+		if m, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || m != ns {
 			continue
 		}
 		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
@@ -226,7 +226,7 @@ func (l *lab) libvirtdPIDs(h string) []int { return l.hostComm(h, "libvirtd") }
 // hostPIDs lists every process of host h but its namespace holder.
 func (l *lab) hostPIDs(h string) []int {
 	ns := ""
-	if b, err := os.ReadFile(filepath.Join(l.hostDir(h), "mntns")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(l.hostDir(h), "pidns")); err == nil {
 		ns = strings.TrimSpace(string(b))
 	}
 	holder := l.pidFile(filepath.Join(l.hostDir(h), "holder.pid"), h)
@@ -240,7 +240,7 @@ func (l *lab) hostPIDs(h string) []int {
 		if err != nil || pid == holder {
 			continue
 		}
-		if m, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && m == ns && procAlive(pid) {
+		if m, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil && m == ns && procAlive(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -314,4 +314,14 @@ func signal(pids []int, sig syscall.Signal) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// noDeviceHoldMax is the longest a watchdog may be away (killed, or
+// stopped) in a lab without the stand-in device: it must be back, and
+// fencing if it cannot renew, before its fence point. The last
+// acknowledged renewal was sent at most one renew interval before the
+// fault, so the fence point is at least ttl − margin − renew after it; one
+// more renew interval is left for the restart.
+func (l *lab) noDeviceHoldMax() time.Duration {
+	return l.ttl - l.margin - 2*l.renew
 }

@@ -38,7 +38,7 @@ func (t together) String() string {
 // keeps each process's span, and records every pair of processes seen
 // alive together on one UUID or one disk. It knows nothing of virtlease.
 type sampler struct {
-	hosts    func() map[string]string // mount namespace → host
+	hosts    func() map[string]string // PID namespace → host
 	disks    map[string][]string      // UUID → disk IDs
 	interval time.Duration
 	procDir  string

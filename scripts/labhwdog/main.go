@@ -3,12 +3,21 @@
 // scripts/lab.sh (VL_LAB_HWDOG=1) gives each host a FIFO, /run/hwdog.fifo
 // inside the host, as its fence.hardware_watchdog (fence/device.go treats
 // a FIFO as the lab's stand-in: a pet is the byte "p", the magic close "V").
-// labhwdog reads it like a Linux watchdog driver:
+// labhwdog reads it like Linux's watchdog core (drivers/watchdog/
+// watchdog_dev.c: watchdog_open, watchdog_write, watchdog_release):
 //
-//   - opening the device arms it (and counts as a pet);
-//   - each "p" restarts the countdown;
-//   - a close right after "V" disarms it; any other close leaves it counting
-//     (a dead or killed watchdog process);
+//   - opening a stopped device starts it (its count begins); opening one
+//     that still counts (left by a dead watchdog process) changes nothing;
+//   - every write restarts the countdown ("p", and "V" too);
+//   - a close right after "V" stops it; any other close (a dead or killed
+//     watchdog process, or a stop that keeps the guests) leaves it counting
+//     and restarts the countdown, as the kernel pets a device it releases
+//     without the magic close ("watchdog did not stop!");
+//   - WDIOC_SETTIMEOUT, which Linux also counts as a pet, has no FIFO
+//     equivalent: the timeout comes from the host's config, and virtlease
+//     sends the ioctl only when the device's timeout differs, which on a
+//     real device happens at its first open on a boot, when it has just
+//     started;
 //   - when the countdown runs out the host is "reset": every process of the
 //     host's mount and UTS namespaces is SIGKILLed (libvirtd first, so that
 //     no hook runs for the dying guests), except the namespace holder, which
@@ -41,7 +50,7 @@ import (
 
 func main() {
 	fifo := flag.String("fifo", "", "the FIFO the virtlease watchdog opens as its device")
-	hostDir := flag.String("host-dir", "", "the lab host's directory (mntns, utsns, holder.pid)")
+	hostDir := flag.String("host-dir", "", "the lab host's directory (pidns, holder.pid)")
 	config := flag.String("config", "", "the host's virtlease config (session.ttl, session.renew_interval)")
 	timeout := flag.Duration("timeout", 0, "device timeout (default: ttl − 2×renew_interval − 1s from -config)")
 	flag.Parse()
@@ -101,10 +110,13 @@ type device struct {
 func (d *device) opened() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.armed {
-		log.Printf("labhwdog: opened: armed, timeout %s", d.timeout)
+	d.magic = false
+	if d.armed {
+		log.Printf("labhwdog: opened while counting: not petted (%s left)", (d.timeout - time.Since(d.lastPet)).Round(time.Millisecond))
+		return
 	}
-	d.armed, d.lastPet, d.magic = true, time.Now(), false
+	log.Printf("labhwdog: opened: started, timeout %s", d.timeout)
+	d.armed, d.lastPet = true, time.Now()
 }
 
 // read consumes one open's bytes until the writer closes.
@@ -127,7 +139,8 @@ func (d *device) read(r io.Reader) {
 				d.armed = false
 				log.Printf("labhwdog: magic close: disarmed")
 			} else if d.armed {
-				log.Printf("labhwdog: closed without the magic close: still counting (%s left)", (d.timeout - time.Since(d.lastPet)).Round(time.Millisecond))
+				d.lastPet = time.Now()
+				log.Printf("labhwdog: closed without the magic close: petted by the release, still counting (%s left)", d.timeout)
 			}
 			d.mu.Unlock()
 			if !errors.Is(err, io.EOF) {
@@ -153,17 +166,18 @@ func (d *device) countdown() {
 	}
 }
 
-// reset SIGKILLs every process of the host (its recorded mount and UTS
-// namespaces) but the namespace holder: libvirtd first, then the rest.
+// reset SIGKILLs every process of the host (its recorded PID namespace: the
+// host's QEMUs and its watchdog each have a mount namespace of their own)
+// but the namespace holder: libvirtd first, then the rest.
 func reset(hostDir, why string) {
 	read := func(name string) string {
 		b, _ := os.ReadFile(filepath.Join(hostDir, name))
 		return strings.TrimSpace(string(b))
 	}
-	mnt, uts := read("mntns"), read("utsns")
+	pidns := read("pidns")
 	holder, _ := strconv.Atoi(read("holder.pid"))
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	if mnt == "" || uts == "" || mnt == self {
+	self, _ := os.Readlink("/proc/self/ns/pid")
+	if pidns == "" || pidns == self {
 		log.Printf("labhwdog: RESET wanted (%s) but the host's namespaces are unknown: nothing killed", why)
 		return
 	}
@@ -176,9 +190,7 @@ func reset(hostDir, why string) {
 			if err != nil || pid == holder || pid == os.Getpid() {
 				continue
 			}
-			m, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-			u, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/uts", pid))
-			if err1 != nil || err2 != nil || m != mnt || u != uts {
+			if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != pidns {
 				continue
 			}
 			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))

@@ -69,6 +69,29 @@ func TestDeviceSemantics(t *testing.T) {
 		t.Fatalf("V then p, closed: %d reset(s), want 1", n)
 	}
 
+	// Opening a device that still counts does not pet it: a watchdog
+	// restarted every 100 ms without petting does not stop a reset.
+	d, _ = fakeDev(300 * time.Millisecond)
+	d.opened()
+	d.read(strings.NewReader("p"))
+	d.mu.Lock()
+	released := d.lastPet
+	d.mu.Unlock()
+	d.opened()
+	d.mu.Lock()
+	again := d.lastPet
+	d.mu.Unlock()
+	if !again.Equal(released) {
+		t.Fatalf("opening a counting device moved its countdown from %v to %v", released, again)
+	}
+	d.read(strings.NewReader(""))
+	d.mu.Lock()
+	closed := d.lastPet
+	d.mu.Unlock()
+	if !closed.After(released) {
+		t.Fatal("a close without V did not restart the countdown (Linux pets on release)")
+	}
+
 	// never opened: never fires.
 	_, resets = fakeDev(50 * time.Millisecond)
 	time.Sleep(200 * time.Millisecond)

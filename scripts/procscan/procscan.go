@@ -1,6 +1,6 @@
 // Package procscan finds the lab's QEMU processes in /proc, for the
 // checkers that watch the product from outside (the e2e tests' no-overlap
-// checker, scripts/chaos's sampler): which host, by mount namespace, runs
+// checker, scripts/chaos's sampler): which host, by PID namespace (each lab host has its own /proc), runs
 // a QEMU for which UUID. It shares no code with the product on purpose.
 package procscan
 
@@ -20,8 +20,8 @@ type Proc struct {
 	Host  string
 }
 
-// Scan lists the processes whose mount namespace is one of hosts' (the
-// target of /proc/PID/ns/mnt → host name) and whose command line carries
+// Scan lists the processes whose PID namespace is one of hosts' (the
+// target of /proc/PID/ns/pid → host name) and whose command line carries
 // "-uuid UUID" (QEMU). Zombies (killed, not reaped yet) are dead; stopped
 // processes (SIGSTOP) are alive.
 func Scan(procDir string, hosts map[string]string) ([]Proc, error) {
@@ -36,7 +36,7 @@ func Scan(procDir string, hosts map[string]string) ([]Proc, error) {
 			continue
 		}
 		dir := procDir + "/" + e.Name()
-		ns, err := os.Readlink(dir + "/ns/mnt")
+		ns, err := os.Readlink(dir + "/ns/pid")
 		if err != nil {
 			continue
 		}
