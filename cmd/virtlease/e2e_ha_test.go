@@ -543,13 +543,12 @@ func TestE2EHACrashAll(t *testing.T) {
 		l.start(t, "host-a", name)
 	}
 	w := l.watchOverlap(uuids["ha1"], uuids["ha2"])
-	b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "run", "libvirtd.pid"))
-	var lvPID, wdPID int
-	fmt.Sscan(string(b), &lvPID)
-	b, werr := os.ReadFile(filepath.Join(l.HostDir("host-a"), "watchdog.pid"))
+	lvPIDs := l.HostComm("host-a", "libvirtd")
+	var wdPID int
+	b, err := os.ReadFile(filepath.Join(l.HostDir("host-a"), "watchdog.pid"))
 	fmt.Sscan(string(b), &wdPID)
-	if err != nil || werr != nil || lvPID == 0 || wdPID == 0 {
-		t.Fatalf("host-a's libvirtd pid %d (%v), watchdog pid %d (%v)", lvPID, err, wdPID, werr)
+	if err != nil || len(lvPIDs) == 0 || wdPID == 0 {
+		t.Fatalf("host-a's libvirtd pids %v, watchdog pid %d (%v)", lvPIDs, wdPID, err)
 	}
 	old := map[string]int{}
 	for name, u := range uuids {
@@ -560,7 +559,9 @@ func TestE2EHACrashAll(t *testing.T) {
 		old[name] = pids[0]
 	}
 	crashed := time.Now()
-	syscall.Kill(lvPID, syscall.SIGKILL)
+	for _, pid := range lvPIDs {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 	for _, pid := range old {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
