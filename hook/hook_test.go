@@ -27,6 +27,10 @@ type fakeClaims struct {
 	migrateErr  error
 	handOff     bool
 	dropped     int
+	// runs
+	claimRun   *lease.Run // the run a claim records
+	lastRun    *lease.Run // etcd's record
+	lastRunErr error
 }
 
 func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
@@ -34,7 +38,14 @@ func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (le
 	if f.onClaim != nil {
 		f.onClaim()
 	}
-	return lease.ClaimResult{}, f.claimErr
+	if f.claimErr != nil {
+		return lease.ClaimResult{}, f.claimErr
+	}
+	return lease.ClaimResult{Run: f.claimRun}, nil
+}
+
+func (f *fakeClaims) LastRun(context.Context, string) (*lease.Run, error) {
+	return f.lastRun, f.lastRunErr
 }
 
 func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []string, in *lease.Intent) (int, error) {
@@ -83,7 +94,7 @@ func (e *env) hook(t *testing.T) *Hook {
 		}
 	}
 	return &Hook{
-		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir},
+		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir, RunsDir: filepath.Join(e.dir, "runs")},
 		Connect: func(context.Context) (Claims, error) {
 			e.dials++
 			if e.dialErr != nil {
@@ -365,7 +376,6 @@ func TestOtherOperations(t *testing.T) {
 		args     []string
 		wantCode int
 	}{
-		{[]string{"vm", "restore", "begin", "-"}, ExitOK},
 		{[]string{"vm", "attach", "begin", "-"}, ExitOK},
 		{[]string{"vm", "start", "begin", "-"}, ExitOK},
 		{[]string{"vm", "prepare", "begin", "some new reason", "extra"}, ExitOK},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,9 +16,15 @@ import (
 // defaultStateDir is where the watchdog and the hook share local state (a tmpfs).
 const defaultStateDir = "/run/virtlease"
 
+// defaultRunsDir is where the hook keeps, per domain, the run its last start
+// here got: on disk, because a saved state it vouches for survives a reboot.
+const defaultRunsDir = "/var/lib/virtlease/runs"
+
 // runHook runs one libvirt hook call under a hard deadline and returns its
 // exit code. configPath "" means the default lookup; stateDir is where the
-// session file and markers are (defaultStateDir but in tests).
+// session file and markers are (defaultStateDir but in tests). The runs
+// records go to defaultRunsDir with the default stateDir, else under
+// stateDir/runs, so that a test never writes this machine's.
 func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(string) string, configPath, stateDir string) int {
 	call, err := hook.ParseArgs(args)
 	if err != nil {
@@ -26,7 +33,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 	}
 	// Only a start may fail on a config problem; every other operation
 	// must not kill or block guests because of it.
-	strict := call.Op == "prepare" || call.Op == "migrate"
+	strict := call.Op == "prepare" || call.Op == "migrate" || call.Op == "restore"
 	cfg, err := LoadConfig(configPath, getenv)
 	if err == nil {
 		if err = cfg.Validate(); err != nil {
@@ -42,6 +49,10 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 		return hook.ExitUsage
 	}
 	timeout := time.Duration(cfg.Hook.Timeout)
+	runsDir := defaultRunsDir
+	if stateDir != defaultStateDir {
+		runsDir = filepath.Join(stateDir, "runs")
+	}
 
 	// The calls inside get 90% of the deadline to fail cleanly with their
 	// own message; the hard stop below covers anything that ignores ctx.
@@ -54,7 +65,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 		}
 	}()
 	h := &hook.Hook{
-		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir},
+		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir, RunsDir: runsDir},
 		Connect: func(ctx context.Context) (hook.Claims, error) {
 			ec, err := cfg.etcdConfig()
 			if err != nil {
