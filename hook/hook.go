@@ -96,6 +96,10 @@ type Config struct {
 	// a reboot, as a saved state does). "" keeps none: every restore of a
 	// domain etcd has a record of is refused.
 	RunsDir string
+	// SaveDir is where libvirt keeps managed saves, NAME.save (default
+	// /var/lib/libvirt/qemu/save); "" skips the check that no start but a
+	// restore leaves one behind.
+	SaveDir string
 }
 
 // Hook runs one libvirt hook call. The zero value is not usable: set every
@@ -232,6 +236,12 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		c.IncomingFrom = from
 		os.MkdirAll(filepath.Dir(h.marker("migrated", dom.UUID)), 0o755)
 		os.Rename(h.marker("incoming", dom.UUID), h.marker("migrated", dom.UUID))
+	}
+	if restore == nil {
+		if err := h.checkNoSavedState(dom); err != nil {
+			writeMarker(refused, err.Error())
+			return err
+		}
 	}
 	if dom.Mode == ModeHA {
 		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second),

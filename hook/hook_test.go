@@ -94,7 +94,7 @@ func (e *env) hook(t *testing.T) *Hook {
 		}
 	}
 	return &Hook{
-		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir, RunsDir: filepath.Join(e.dir, "runs")},
+		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir, RunsDir: filepath.Join(e.dir, "runs"), SaveDir: filepath.Join(e.dir, "save")},
 		Connect: func(context.Context) (Claims, error) {
 			e.dials++
 			if e.dialErr != nil {

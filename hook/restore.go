@@ -101,6 +101,28 @@ func (h *Hook) takeRestoring(uuid string) *lease.Restore {
 	return &lease.Restore{Mine: r.Mine}
 }
 
+// checkNoSavedState refuses a start that is not a restore while this host
+// keeps a managed save of the domain. libvirt consumes that state on a
+// plain start (restores it) and deletes it on --force-boot, but an incoming
+// live migration, or virsh create, starts the guest and keeps it (seen in
+// the lab with libvirt 9.0): the next virsh start here would restore
+// memory older than the disk this run is about to write, and this run's
+// own start would vouch for it.
+//
+// Outcomes: nil when no such state exists (or Config.SaveDir is ""); an
+// *Error with ExitRefused naming the file and what to do otherwise.
+func (h *Hook) checkNoSavedState(dom Domain) error {
+	if h.Config.SaveDir == "" {
+		return nil
+	}
+	p := filepath.Join(h.Config.SaveDir, dom.Name+".save")
+	if _, err := os.Stat(p); err != nil {
+		return nil
+	}
+	return &Error{Code: ExitRefused, Err: fmt.Errorf("refusing to start %s here: this host keeps a saved state of it from an earlier run (%s), which a later virsh start would restore over the disks this run writes; `virsh managedsave-remove %s` discards it (its memory only; the disks stay), then try again",
+		dom.Name, p, dom.Name)}
+}
+
 // runPath is where this host keeps the run its last start of uuid got.
 func (h *Hook) runPath(uuid string) string {
 	return filepath.Join(h.Config.RunsDir, uuid)

@@ -179,3 +179,68 @@ func TestPrepareRemembersOnlyRecordedRuns(t *testing.T) {
 		t.Fatalf("remembered run %+v after a refused claim, want run 5", got)
 	}
 }
+
+// A start that is not a restore must not leave a managed save of the
+// domain behind: libvirt keeps it through an incoming migration (and virsh
+// create), and would restore it at the next virsh start over a changed disk.
+func TestStartRefusedOverSavedState(t *testing.T) {
+	xml := fixture(t, "nbd.xml") // vm-nbd
+	const uuid = "2f9d8c7b-6a5e-4d3c-b2a1-908f7e6d5c4b"
+	save := func(e *env) {
+		os.MkdirAll(filepath.Join(e.dir, "save"), 0o755)
+		os.WriteFile(filepath.Join(e.dir, "save", "vm-nbd.save"), []byte("state"), 0o600)
+	}
+	run := func(h *Hook, op, sub string) error {
+		return h.Run(context.Background(), []string{"vm-nbd", op, sub, "-"}, bytes.NewReader(xml))
+	}
+	t.Run("plain start (virsh create)", func(t *testing.T) {
+		e := newEnv(t)
+		save(e)
+		h := e.hook(t)
+		err := run(h, "prepare", "begin")
+		if Code(err) != ExitRefused || !strings.Contains(fmt.Sprint(err), "keeps a saved state of it") ||
+			!strings.Contains(fmt.Sprint(err), "`virsh managedsave-remove vm-nbd`") {
+			t.Fatalf("exit %d: %v", Code(err), err)
+		}
+		if len(e.claims.claims) != 0 {
+			t.Fatal("claimed anyway")
+		}
+		if _, err := os.Stat(h.marker("refused", uuid)); err != nil {
+			t.Fatal("no refused marker: the stop calls that follow would wait on etcd")
+		}
+	})
+	t.Run("incoming migration: refused, its record dropped at release", func(t *testing.T) {
+		e := newEnv(t)
+		save(e)
+		e.claims.migrateFrom = "host-b"
+		h := e.hook(t)
+		if err := run(h, "migrate", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(h, "prepare", "begin"); Code(err) != ExitRefused {
+			t.Fatalf("incoming migration over a saved state: exit %d: %v", Code(err), err)
+		}
+		run(h, "stopped", "end")
+		run(h, "release", "end")
+		if e.claims.dropped == 0 {
+			t.Fatal("the refused migration's record was not dropped")
+		}
+	})
+	t.Run("the restore of that very state", func(t *testing.T) {
+		e := newEnv(t)
+		save(e)
+		h := e.hook(t)
+		if err := run(h, "restore", "begin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(h, "prepare", "begin"); err != nil {
+			t.Fatalf("restore's prepare: %v", err)
+		}
+	})
+	t.Run("no saved state", func(t *testing.T) {
+		e := newEnv(t)
+		if err := run(e.hook(t), "prepare", "begin"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -20,11 +20,16 @@ const defaultStateDir = "/run/virtlease"
 // here got: on disk, because a saved state it vouches for survives a reboot.
 const defaultRunsDir = "/var/lib/virtlease/runs"
 
+// libvirtSaveDir is where libvirt's QEMU driver keeps managed saves
+// (NAME.save), read by the hook, never written.
+const libvirtSaveDir = "/var/lib/libvirt/qemu/save"
+
 // runHook runs one libvirt hook call under a hard deadline and returns its
 // exit code. configPath "" means the default lookup; stateDir is where the
 // session file and markers are (defaultStateDir but in tests). The runs
-// records go to defaultRunsDir with the default stateDir, else under
-// stateDir/runs, so that a test never writes this machine's.
+// records go to defaultRunsDir and managed saves are looked for in
+// libvirtSaveDir with the default stateDir, else under stateDir/runs and
+// stateDir/save, so that a test never touches this machine's.
 func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(string) string, configPath, stateDir string) int {
 	call, err := hook.ParseArgs(args)
 	if err != nil {
@@ -49,9 +54,9 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 		return hook.ExitUsage
 	}
 	timeout := time.Duration(cfg.Hook.Timeout)
-	runsDir := defaultRunsDir
+	runsDir, saveDir := defaultRunsDir, libvirtSaveDir
 	if stateDir != defaultStateDir {
-		runsDir = filepath.Join(stateDir, "runs")
+		runsDir, saveDir = filepath.Join(stateDir, "runs"), filepath.Join(stateDir, "save")
 	}
 
 	// The calls inside get 90% of the deadline to fail cleanly with their
@@ -65,7 +70,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 		}
 	}()
 	h := &hook.Hook{
-		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir, RunsDir: runsDir},
+		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir, RunsDir: runsDir, SaveDir: saveDir},
 		Connect: func(ctx context.Context) (hook.Claims, error) {
 			ec, err := cfg.etcdConfig()
 			if err != nil {
