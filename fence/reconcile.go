@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/virtlease/virtlease/lease"
@@ -126,17 +125,26 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		}
 		// Written by the prepare of an incoming live migration.
 		marker := filepath.Join(w.o.StateDir, "migrated", g.UUID)
-		if from, err := os.ReadFile(marker); err == nil {
-			c.IncomingFrom = strings.TrimSpace(string(from))
+		if m, err := lease.ReadMigrationMarker(marker); err == nil && m.From != "" {
+			c.IncomingFrom, c.IncomingRev = m.From, m.Rev
 		}
 		r, err := w.o.Sessions.Claim(ctx, h, c)
 		var held *lease.HeldError
-		if c.IncomingFrom != "" && errors.As(err, &held) && held.Key == w.keys.Migration(g.UUID) {
+		if c.IncomingFrom != "" && errors.Is(err, lease.ErrNotIncoming) {
 			// The guest came in by a migration that is no longer
 			// recorded (handed over, or failed): an ordinary guest now.
 			os.Remove(marker)
-			c.IncomingFrom = ""
+			c.IncomingFrom, c.IncomingRev = "", 0
 			r, err = w.o.Sessions.Claim(ctx, h, c)
+		}
+		if c.IncomingFrom == "" && errors.As(err, &held) && held.Held.Host != "" && held.Held.Host != h.Host && held.Held.UUID == g.UUID {
+			// No marker (lost), but a migration from the holder to this
+			// host may be recorded: an incoming guest as well.
+			in := c
+			in.IncomingFrom = held.Held.Host
+			if ri, erri := w.o.Sessions.Claim(ctx, h, in); erri == nil {
+				c, r, err = in, ri, nil
+			}
 		}
 		if err == nil && c.IncomingFrom != "" && r.Pending == 0 {
 			// Every key is ours (the hand-off happened, or the source's
@@ -185,7 +193,9 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 		if now.Sub(first) < o.Grace {
 			continue
 		}
-		if n, err := w.o.Sessions.Release(ctx, h, d.UUID, d.Disks, nil); err == nil && n > 0 {
+		// Only keys as Holdings saw them, before State said inactive: a
+		// start since then wrote them again and keeps them.
+		if n, err := w.o.Sessions.ReleaseStale(ctx, h, d); err == nil && n > 0 {
 			w.o.Log.Info("reconcile: released the keys of a domain that is not running here", "domain", d.Name, "uuid", d.UUID, "keys", n)
 			w.o.Metrics.Reconciled("release")
 			delete(inactiveSince, d.UUID)

@@ -54,7 +54,7 @@ func TestReconcile(t *testing.T) {
 	claim(a, "u-mine", "mine", "disk/mine")           // mine, running
 	claim(a, "u-stale", "stale", "disk/stale")        // mine, not running here any more
 	claim(b, "u-other-disk", "other-disk", "disk/hp") // holds a disk host-a's guest hot-plugged
-	if _, err := store.RecordMigration(ctx, a, "u-incoming", "migrated", nil); err != nil {
+	if _, _, err := store.RecordMigration(ctx, a, "u-incoming", "migrated", nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -128,7 +128,11 @@ func TestReconcileIncomingMigrationEnds(t *testing.T) {
 		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := store.RecordMigration(ctx, b, u, u, nil); err != nil {
+		if _, _, err := store.RecordMigration(ctx, b, u, u, nil); err != nil {
+			t.Fatal(err)
+		}
+		// host-b's prepare claimed as the destination.
+		if _, err := store.Claim(ctx, b, lease.Claim{UUID: u, Name: u, IncomingFrom: "host-a"}); err != nil {
 			t.Fatal(err)
 		}
 		os.WriteFile(filepath.Join(dir, "migrated", u), []byte("host-a\n"), 0o644)
@@ -195,7 +199,7 @@ func TestReconcileDropsStaleIncoming(t *testing.T) {
 		if _, err := store.Claim(ctx, a, lease.Claim{UUID: u, Name: u, Start: true, Disks: []string{"nbd/" + u}}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := store.RecordMigration(ctx, b, u, u, []string{"nbd/" + u}); err != nil {
+		if _, _, err := store.RecordMigration(ctx, b, u, u, []string{"nbd/" + u}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -229,5 +233,42 @@ func TestReconcileDropsStaleIncoming(t *testing.T) {
 	// The source's keys are untouched: it still runs the guest.
 	if rec, _ := store.Holding(ctx, "u-stale"); rec == nil || rec.Host != "host-a" {
 		t.Errorf("u-stale's domain key: %+v, want host-a's", rec)
+	}
+}
+
+// The migrated marker lost: "an incoming migration (incoming marker, or a
+// migration record to me)" is not killed while the source still holds the
+// keys before its hand-off (review of the watchdog: incoming migrations
+// honoured by marker only).
+func TestReconcileIncomingWithoutMarker(t *testing.T) {
+	integration.BeforeTestExternal(t)
+	clus := integration.NewCluster(t, &integration.ClusterConfig{Size: 1})
+	defer clus.Terminate(t)
+	store := lease.NewStore(clus.Client(0), "")
+	ctx := context.Background()
+	a, b := testSession(t, store, "host-a"), testSession(t, store, "host-b")
+	if _, err := store.Claim(ctx, a, lease.Claim{UUID: "u-in", Name: "in", Start: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.RecordMigration(ctx, b, "u-in", "in", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Claim(ctx, b, lease.Claim{UUID: "u-in", Name: "in", IncomingFrom: "host-a"}); err != nil {
+		t.Fatal(err)
+	}
+	doms := &fakeDomains{running: []Guest{{UUID: "u-in", Name: "in", XML: "u-in", PID: 1}}}
+	opts := ReconcileOptions{Domains: doms, Parse: func(xml string) (lease.Claim, bool, error) {
+		return lease.Claim{UUID: xml, Name: xml}, true, nil
+	}}
+	kills := &recordingGuests{}
+	w := New(Options{Config: testConfig, Host: "host-b", StateDir: t.TempDir(), Sessions: store, Guests: kills,
+		Clock: wallClock{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.active.Store(&b)
+	w.reconcileOnce(ctx, opts, b, map[string]time.Time{})
+	if len(kills.killed) != 0 {
+		t.Fatalf("killed %v: an incoming migration before its hand-off", kills.killed)
+	}
+	if rec, _ := store.Holding(ctx, "u-in"); rec == nil || rec.Host != "host-a" {
+		t.Fatalf("holder %+v, want host-a until the hand-off", rec)
 	}
 }

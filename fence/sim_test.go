@@ -181,6 +181,9 @@ func (s *sim) Claim(_ context.Context, h lease.Holder, c lease.Claim) (lease.Cla
 func (s *sim) Release(context.Context, lease.Holder, string, []string, *lease.Intent) (int, error) {
 	return 0, nil
 }
+func (s *sim) ReleaseStale(context.Context, lease.Holder, lease.DomainStatus) (int, error) {
+	return 0, nil
+}
 func (s *sim) DropMigration(context.Context, lease.Holder, string) error { return nil }
 func (s *sim) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error) {
 	ds, err := s.Held(ctx, h)

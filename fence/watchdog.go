@@ -29,6 +29,7 @@ type Sessions interface {
 	Register(ctx context.Context, rec lease.HostRecord) error
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
+	ReleaseStale(ctx context.Context, h lease.Holder, d lease.DomainStatus) (int, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 	Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, error)
 	Held(ctx context.Context, h lease.Holder) ([]lease.DomainStatus, error)

@@ -1,5 +1,6 @@
 // This file and args.go are the hook's pure part: they turn libvirt's
-// arguments and XML into what the lease protocol needs, with no I/O, so that
+// arguments and XML into what the lease protocol needs, with no I/O but
+// resolving a path's ".." through a symbolic link (resolveDotDot), so that
 // every rule about which disks are claimed and how they are named is tested
 // by tables. (The package doc lives in hook.go.)
 
@@ -12,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -91,19 +94,25 @@ func (d Domain) DiskIDs() []string {
 // absent) or "lun", and it is neither <readonly/> nor <shareable/>. CD-ROMs,
 // floppies, disks with no source (no medium) and every image of a
 // <backingStore> chain are never claimed: only the top image is written.
+// With the top image, a claimed disk's qcow2 data file (<dataStore>) and
+// the destination of a block copy or active commit (<mirror>) are claimed
+// too, and so is a writable SCSI <hostdev> (see parseHostdev).
 // The ID of a claimed disk is, by <disk type=…>:
 //
 //	network rbd     rbd/POOL/IMAGE or rbd/POOL/NAMESPACE/IMAGE, from the source
 //	                name "POOL/IMAGE" or "POOL/NAMESPACE/IMAGE" (libvirt has no
 //	                separate namespace attribute); monitors are not part of it
 //	network nbd     nbd/HOST:PORT/EXPORT from the first <host>, PORT 10809 when
-//	                absent, an IPv6 HOST in brackets, EXPORT possibly empty;
+//	                absent, HOST lower-cased without a trailing dot, or an IP
+//	                address in canonical form (IPv6 in brackets), EXPORT
+//	                possibly empty;
 //	                nbd/unix:SOCKET/EXPORT for a unix socket (warned: host-local)
 //	network iscsi   iscsi/IQN/LUN from the source name "IQN/LUN" or "IQN",
-//	                LUN in decimal, 0 when absent
+//	                IQN lower-cased, LUN in decimal, 0 when absent
 //	network other   PROTOCOL/NAME (gluster/VOLUME/PATH, http/PATH, …), one
 //	                leading "/" of NAME dropped; hosts are not part of it
-//	file            file + the cleaned absolute path (file/var/lib/vm1.qcow2)
+//	file            file + the cleaned absolute path (file/var/lib/vm1.qcow2),
+//	                a ".." after a symbolic link resolved (resolveDotDot)
 //	block           block + the cleaned absolute path; warned when it is a
 //	                kernel name (/dev/sdb, /dev/vda, /dev/nvme0n1, /dev/dm-3, …)
 //	dir             dir + the cleaned absolute path
@@ -112,9 +121,11 @@ func (d Domain) DiskIDs() []string {
 //	vhostuser       vhostuser + the socket path (warned: host-local)
 //	vhostvdpa       vhostvdpa + the device path (warned: host-local)
 //
-// Nothing but the UUID is lower-cased, and symbolic links are not resolved
-// (that needs I/O, and would differ between hosts anyway): two hosts share a
-// claim only when their XMLs name the storage the same way.
+// Paths keep their case, and symbolic links are not resolved but before a
+// ".." (other links would resolve differently on other hosts): two hosts
+// share a claim only when their XMLs name the storage the same way. An ID
+// already in canonical form keeps its spelling across versions (the tests
+// pin them): a running guest's keys must keep their names on an upgrade.
 //
 // ParseDomain returns an error, phrased for an operator, when the XML is
 // malformed, the UUID or name is missing or the UUID is invalid, the
@@ -153,16 +164,29 @@ func ParseDomain(xmlText []byte) (Domain, error) {
 		return d, nil
 	}
 	seen := make(map[string]bool)
+	add := func(disks []Disk) {
+		for _, disk := range disks {
+			if !seen[disk.ID] {
+				seen[disk.ID] = true
+				d.Disks = append(d.Disks, disk)
+			}
+		}
+	}
 	for i := range x.Devices.Disks {
-		disk, ok, err := parseDisk(&x.Devices.Disks[i])
+		disks, err := parseDisk(&x.Devices.Disks[i])
 		if err != nil {
 			return Domain{}, fmt.Errorf("domain XML: disk %s: %w", diskLabel(&x.Devices.Disks[i], i), err)
 		}
-		if !ok || seen[disk.ID] {
-			continue
+		add(disks)
+	}
+	for i := range x.Devices.Hostdevs {
+		disk, ok, err := parseHostdev(&x.Devices.Hostdevs[i])
+		if err != nil {
+			return Domain{}, fmt.Errorf("domain XML: hostdev #%d: %w", i+1, err)
 		}
-		seen[disk.ID] = true
-		d.Disks = append(d.Disks, disk)
+		if ok {
+			add([]Disk{disk})
+		}
 	}
 	return d, nil
 }
@@ -305,34 +329,61 @@ func splitHosts(s string) []string {
 	return hosts
 }
 
-// parseDisk returns ok == false for a disk that is not claimed.
-func parseDisk(x *libvirtxml.DomainDisk) (Disk, bool, error) {
+// parseDisk returns what a <disk> lets the domain write: its source, a
+// qcow2 external data file (<dataStore>), and the destination of a block
+// copy or active commit in progress (<mirror>, in a running domain's XML).
+// Nothing for a disk that is not claimed.
+func parseDisk(x *libvirtxml.DomainDisk) ([]Disk, error) {
 	switch x.Device {
 	case "", "disk", "lun":
 	default:
-		return Disk{}, false, nil
+		return nil, nil
 	}
 	if x.ReadOnly != nil || x.Shareable != nil {
-		return Disk{}, false, nil
+		return nil, nil
 	}
-	disk := Disk{}
+	target := ""
 	if x.Target != nil {
-		disk.Target = x.Target.Dev
+		target = x.Target.Dev
 	}
 	// libvirtxml allocates a Source for every disk, <source> or not, so
 	// "no medium" shows as a source whose fields are all empty.
-	src := x.Source
-	if src == nil {
-		return Disk{}, false, nil
+	var disks []Disk
+	for _, src := range []*libvirtxml.DomainDiskSource{x.Source, dataStore(x.Source), mirror(x)} {
+		if src == nil {
+			continue
+		}
+		id, warning, err := sourceID(src)
+		if err != nil {
+			return nil, err
+		}
+		if id != "" {
+			disks = append(disks, Disk{ID: id, Target: target, Warning: warning})
+		}
 	}
-	var (
-		id, warning string
-		err         error
-	)
+	return disks, nil
+}
+
+func dataStore(src *libvirtxml.DomainDiskSource) *libvirtxml.DomainDiskSource {
+	if src == nil || src.DataStore == nil {
+		return nil
+	}
+	return src.DataStore.Source
+}
+
+func mirror(x *libvirtxml.DomainDisk) *libvirtxml.DomainDiskSource {
+	if x.Mirror == nil {
+		return nil
+	}
+	return x.Mirror.Source
+}
+
+// sourceID names one disk source; "" for no medium.
+func sourceID(src *libvirtxml.DomainDiskSource) (id, warning string, err error) {
 	switch {
 	case src.File != nil:
 		if src.File.File == "" && src.File.FDGroup != "" {
-			return Disk{}, false, fmt.Errorf("source passed as file descriptors (fdgroup %q) cannot be identified on other hosts; mark the disk <readonly/> or <shareable/>", src.File.FDGroup)
+			return "", "", fmt.Errorf("source passed as file descriptors (fdgroup %q) cannot be identified on other hosts; mark the disk <readonly/> or <shareable/>", src.File.FDGroup)
 		}
 		id, err = pathID("file", src.File.File)
 	case src.Block != nil:
@@ -351,7 +402,7 @@ func parseDisk(x *libvirtxml.DomainDisk) (Disk, bool, error) {
 		warning = "an NVMe PCI address names a device of this host only"
 	case src.VHostUser != nil:
 		if src.VHostUser.UNIX == nil {
-			return Disk{}, false, errors.New("vhost-user disk without a unix socket is not supported")
+			return "", "", errors.New("vhost-user disk without a unix socket is not supported")
 		}
 		id, err = pathID("vhostuser", src.VHostUser.UNIX.Path)
 		warning = "a vhost-user socket is local to this host; the storage behind it is not identified"
@@ -359,16 +410,48 @@ func parseDisk(x *libvirtxml.DomainDisk) (Disk, bool, error) {
 		id, err = pathID("vhostvdpa", src.VHostVDPA.Dev)
 		warning = "a vDPA device is local to this host; the storage behind it is not identified"
 	default:
-		return Disk{}, false, errors.New("unsupported disk type: virtlease cannot identify it on other hosts; mark the disk <readonly/> or <shareable/>")
+		return "", "", errors.New("unsupported disk type: virtlease cannot identify it on other hosts; mark the disk <readonly/> or <shareable/>")
 	}
 	if err != nil {
-		return Disk{}, false, err
+		return "", "", err
 	}
-	if id == "" {
-		return Disk{}, false, nil
+	return id, warning, nil
+}
+
+// parseHostdev claims a SCSI <hostdev> the guest can write: a LUN passed
+// through is a disk. An iSCSI LUN gets the ID an iSCSI <disk> of that LUN
+// gets; a LUN of a host adapter is named by adapter and address, which
+// only this host understands (warned, like /dev/sdX). A vhost-scsi target
+// (scsi_host) is named by its WWPN, local to this host (warned). Other
+// host devices (PCI, USB, mediated) are not storage virtlease can name.
+func parseHostdev(x *libvirtxml.DomainHostdev) (Disk, bool, error) {
+	switch {
+	case x.SubsysSCSI != nil:
+		h := x.SubsysSCSI
+		if h.ReadOnly != nil || h.Shareable != nil {
+			return Disk{}, false, nil
+		}
+		switch {
+		case h.Source != nil && h.Source.ISCSI != nil:
+			id, err := iscsiID(h.Source.ISCSI.Name)
+			return Disk{ID: id}, err == nil, err
+		case h.Source != nil && h.Source.Host != nil && h.Source.Host.Adapter != nil && h.Source.Host.Address != nil:
+			a := h.Source.Host.Address
+			if a.Bus == nil || a.Target == nil || a.Unit == nil || h.Source.Host.Adapter.Name == "" {
+				return Disk{}, false, errors.New("SCSI hostdev with an incomplete adapter or address")
+			}
+			return Disk{ID: fmt.Sprintf("scsihost/%s/%d:%d:%d", h.Source.Host.Adapter.Name, *a.Bus, *a.Target, *a.Unit),
+				Warning: "a SCSI host adapter address names a LUN of this host only; the LUN behind it is not identified"}, true, nil
+		}
+		return Disk{}, false, errors.New("SCSI hostdev without an iSCSI or host adapter source: virtlease cannot identify it on other hosts; mark it <readonly/> or <shareable/>")
+	case x.SubsysSCSIHost != nil:
+		if x.SubsysSCSIHost.Source == nil || x.SubsysSCSIHost.Source.WWPN == "" {
+			return Disk{}, false, errors.New("vhost-scsi hostdev without a wwpn")
+		}
+		return Disk{ID: "vhostscsi/" + strings.ToLower(x.SubsysSCSIHost.Source.WWPN),
+			Warning: "a vhost-scsi target is local to this host; the storage behind it is not identified"}, true, nil
 	}
-	disk.ID, disk.Warning = id, warning
-	return disk, true, nil
+	return Disk{}, false, nil
 }
 
 // pathID returns "" for an empty path (no medium). A relative path is an
@@ -381,7 +464,35 @@ func pathID(kind, path string) (string, error) {
 	if !filepath.IsAbs(path) {
 		return "", fmt.Errorf("relative path %q cannot be matched across hosts; use an absolute path", path)
 	}
-	return kind + filepath.Clean(path), nil
+	return kind + resolveDotDot(path), nil
+}
+
+// resolveDotDot cleans an absolute path, resolving each ".." as the kernel
+// does: against the directory its prefix really names. When that prefix
+// goes through a symbolic link on this host, /mnt/link/../img is the image
+// in link's target's parent, not /mnt/img as filepath.Clean has it. Only a
+// prefix followed by ".." is resolved (when it exists here); every other
+// symbolic link stays as written, so a path without ".." has the ID every
+// host computes from the same spelling.
+func resolveDotDot(path string) string {
+	parts := strings.Split(path, "/")
+	if !slices.Contains(parts, "..") {
+		return filepath.Clean(path)
+	}
+	cur := "/"
+	for _, part := range parts {
+		switch part {
+		case "", ".":
+		case "..":
+			if real, err := filepath.EvalSymlinks(cur); err == nil {
+				cur = real
+			}
+			cur = filepath.Dir(cur)
+		default:
+			cur = filepath.Join(cur, part)
+		}
+	}
+	return cur
 }
 
 // isKernelDevName reports whether a /dev path is a name the kernel hands
@@ -509,10 +620,26 @@ func nbdID(n *libvirtxml.DomainDiskSourceNetwork) (id, warning string, err error
 		return "", "", fmt.Errorf("nbd port %q is not a port number", h.Port)
 	}
 	// Through ParseUint so that "010809" and "10809" are one disk.
-	hostPort := net.JoinHostPort(strings.Trim(h.Name, "[]"), strconv.FormatUint(p, 10))
+	hostPort := net.JoinHostPort(canonicalHost(h.Name), strconv.FormatUint(p, 10))
 	return "nbd/" + hostPort + "/" + n.Name, "", nil
 }
 
+// canonicalHost is one spelling per host name: an IP address in its
+// canonical form (fd00:0::1 and FD00::1 are fd00::1, an IPv4-mapped IPv6
+// address is the IPv4 address), a DNS name in lower case without a
+// trailing dot. Names already in that form keep their spelling. Aliases
+// (two names, or a name and its address) stay different IDs.
+func canonicalHost(name string) string {
+	name = strings.Trim(name, "[]")
+	if a, err := netip.ParseAddr(name); err == nil {
+		return a.Unmap().String()
+	}
+	return strings.TrimSuffix(strings.ToLower(name), ".")
+}
+
+// iscsiID names an iSCSI LUN. IQNs (and eui./naa. names) are
+// case-insensitive (RFC 3720): lower-cased, so that two spellings of one
+// target are one disk.
 func iscsiID(name string) (string, error) {
 	iqn, lun, hasLUN := strings.Cut(name, "/")
 	if iqn == "" {
@@ -525,7 +652,7 @@ func iscsiID(name string) (string, error) {
 			return "", fmt.Errorf("iscsi source name %q: LUN %q is not a number", name, lun)
 		}
 	}
-	return "iscsi/" + iqn + "/" + strconv.FormatUint(n, 10), nil
+	return "iscsi/" + strings.ToLower(iqn) + "/" + strconv.FormatUint(n, 10), nil
 }
 
 func volumeID(v *libvirtxml.DomainDiskSourceVolume) (string, error) {

@@ -151,6 +151,24 @@ func TestParseDomainFixtures(t *testing.T) {
 			}},
 		},
 		{
+			// Case, trailing dots and IP spellings of one server or
+			// target give one ID; a data file, a block copy's
+			// destination and SCSI LUNs passed through are claimed.
+			file: "storage-spellings.xml",
+			want: Domain{UUID: "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f", Name: "vm-spellings", Mode: ModeOn, Disks: []Disk{
+				{ID: "nbd/nbd.example.net:10809/root", Target: "vda"},
+				{ID: "nbd/[fd00::10]:10809/scratch", Target: "vdb"},
+				{ID: "iscsi/iqn.2013-06.com.example:storage.vms/2", Target: "sda"},
+				{ID: "file/var/lib/shared/vm-spellings.qcow2", Target: "vdc"},
+				{ID: "file/var/lib/shared/vm-spellings.raw", Target: "vdc"},
+				{ID: "file/var/lib/shared/vm-spellings-data.raw", Target: "vdd"},
+				{ID: "file/var/lib/shared/vm-spellings-data.copy", Target: "vdd"},
+				{ID: "iscsi/iqn.2013-06.com.example:storage.db/3"},
+				{ID: "scsihost/scsi_host2/0:1:4",
+					Warning: "a SCSI host adapter address names a LUN of this host only; the LUN behind it is not identified"},
+			}},
+		},
+		{
 			file: "no-disks.xml",
 			want: Domain{UUID: "a5b6c7d8-e9f0-4a1b-82c3-d4e5f6a7b8c9", Name: "vm-diskless", Mode: ModeOn},
 		},
@@ -270,6 +288,25 @@ func TestParseDomainDisks(t *testing.T) {
 		{name: "vhostvdpa",
 			disk: `<disk type='vhostvdpa' device='disk'><source dev='/dev/vhost-vdpa-0'/></disk>`,
 			want: []Disk{{ID: "vhostvdpa/dev/vhost-vdpa-0", Warning: "a vDPA device is local to this host; the storage behind it is not identified"}}},
+		{name: "nbd IPv4-mapped IPv6 is the IPv4 address",
+			disk: `<disk type='network'><source protocol='nbd' name='e'><host name='::ffff:192.0.2.1'/></source></disk>`,
+			want: []Disk{{ID: "nbd/192.0.2.1:10809/e"}}},
+		{name: "nbd canonical names keep their ID",
+			disk: `<disk type='network'><source protocol='nbd' name='e'><host name='nbd-1.example.net'/></source></disk>`,
+			want: []Disk{{ID: "nbd/nbd-1.example.net:10809/e"}}},
+		{name: "iscsi eui name lower-cased",
+			disk: `<disk type='network' device='lun'><source protocol='iscsi' name='eui.02004567A425678D/1'/></disk>`,
+			want: []Disk{{ID: "iscsi/eui.02004567a425678d/1"}}},
+		{name: "block data file of a qcow2 image",
+			disk: `<disk type='file'><source file='/srv/a.qcow2'><dataStore type='block'><format type='raw'/><source dev='/dev/disk/by-id/wwn-1'/></dataStore></source></disk>`,
+			want: []Disk{{ID: "file/srv/a.qcow2"}, {ID: "block/dev/disk/by-id/wwn-1"}}},
+		{name: "readonly disk's mirror is not claimed",
+			disk: `<disk type='file'><source file='/srv/a.img'/><mirror type='file' job='copy'><source file='/srv/b.img'/></mirror><readonly/></disk>`},
+		{name: "vhost-scsi hostdev",
+			disk: `<hostdev mode='subsystem' type='scsi_host'><source protocol='vhost' wwpn='naa.5001405DF3E54061'/></hostdev>`,
+			want: []Disk{{ID: "vhostscsi/naa.5001405df3e54061", Warning: "a vhost-scsi target is local to this host; the storage behind it is not identified"}}},
+		{name: "shareable SCSI hostdev",
+			disk: `<hostdev mode='subsystem' type='scsi'><source protocol='iscsi' name='iqn.x:t/1'/><shareable/></hostdev>`},
 		{name: "hostile name stays one ID",
 			disk: `<disk type='network'><source protocol='gluster' name='../../domains/x%2F'/></disk>`,
 			want: []Disk{{ID: "gluster/../../domains/x%2F"}}},
@@ -529,4 +566,37 @@ func FuzzParseDomain(f *testing.F) {
 		}
 		checkKeys(t, d)
 	})
+}
+
+// "/mnt/link/../img" is the image next to link's target, as the kernel
+// resolves it, not "/mnt/img" as a lexical clean has it; without a
+// symbolic link before the "..", the lexical ID stands.
+func TestPathDotDotThroughSymlink(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"mnt", "other/deep"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(root, "other", "deep"), filepath.Join(root, "mnt", "link")); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{root + "/mnt/link/../img", "file" + real + "/other/img"},
+		{root + "/mnt/link/./x/../../img", "file" + real + "/other/img"},
+		{root + "/mnt/plain/../img", "file" + root + "/mnt/img"},  // no link: lexical
+		{root + "/mnt/link/img", "file" + root + "/mnt/link/img"}, // links kept without ".."
+	} {
+		got, err := ParseDomain(domainXML(testUUID, "", `<disk type='file'><source file='`+tc.path+`'/></disk>`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Disks) != 1 || got.Disks[0].ID != tc.want {
+			t.Errorf("%s: got %+v, want ID %s", tc.path, got.Disks, tc.want)
+		}
+	}
 }

@@ -8,7 +8,9 @@
 //   - prepare begin fails closed: anything uncertain (no live session, etcd
 //     unreachable, bad XML, bad config) refuses the start;
 //   - reconnect begin fails open: only a key held by another host fails it
-//     (libvirt then kills the guest, which is right); anything else exits 0,
+//     (libvirt then kills the guest, which is right), unless the guest came
+//     in by a live migration the source has not handed over yet; anything
+//     else exits 0,
 //     because failing there kills healthy guests and fencing is the
 //     watchdog's job;
 //   - stopped/release end never fail: the QEMU is gone already;
@@ -25,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,8 +77,8 @@ func Code(err error) int {
 type Claims interface {
 	Claim(ctx context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error)
 	Release(ctx context.Context, h lease.Holder, uuid string, disks []string, intent *lease.Intent) (int, error)
-	Holding(ctx context.Context, uuid string) (*lease.Record, error)
-	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string, disks []string) (string, error)
+	Check(ctx context.Context, h lease.Holder, c lease.Claim) error
+	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string, disks []string) (string, int64, error)
 	HandOff(ctx context.Context, src lease.Holder, uuid, name string, disks []string) (bool, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
 	LastRun(ctx context.Context, uuid string) (*lease.Run, error)
@@ -113,6 +116,25 @@ type Hook struct {
 	// and lease.BootID in production).
 	BootNow func() time.Duration
 	BootID  func() (string, error)
+	// Warnings, when not nil, gets from Check one line per claimed disk
+	// whose ID may not name the same storage on other hosts (a
+	// /dev/sdX-style name, a local socket): the claim then protects
+	// nothing across hosts, and the operator should know. The libvirt
+	// calls write none: libvirt shows the hook's stderr only for a failed
+	// call, as the one line of its error.
+	Warnings io.Writer
+}
+
+// warn writes dom's disk warnings to h.Warnings.
+func (h *Hook) warn(dom Domain) {
+	if h.Warnings == nil {
+		return
+	}
+	for _, d := range dom.Disks {
+		if d.Warning != "" {
+			fmt.Fprintf(h.Warnings, "virtlease: warning: domain %s disk %s (%s): %s\n", dom.Name, d.Target, d.ID, d.Warning)
+		}
+	}
 }
 
 // maxXML bounds what we read from libvirt; real domain XMLs are a few KiB.
@@ -168,7 +190,8 @@ const maxRecordedXML = 64 << 10
 // Compiled on first use, not at package init: every hook call starts this
 // binary, and only an HA prepare needs it.
 var passwdAttr = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`\s(passwd|passwdValidTo)=("[^"]*"|'[^']*')`)
+	// XML allows whitespace around "=".
+	return regexp.MustCompile(`\s+(passwd|passwdValidTo)\s*=\s*("[^"]*"|'[^']*')`)
 })
 
 // recordableXML is the domain XML to keep with an HA intent, for hosts
@@ -211,6 +234,19 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	}
 	restore := h.takeRestoring(dom.UUID)
 	refused := h.marker("refused", dom.UUID)
+	// libvirt runs prepare only for a domain that is not running: a started
+	// marker is an earlier run's, whose release failed. Left, it would make
+	// this run's stop look clean even if QEMU never started.
+	os.Remove(h.marker("started", dom.UUID))
+	// First of all, before any check that may refuse: take the incoming
+	// marker. Only the prepare libvirt runs right after the migrate hook may
+	// use it; left behind by a refusal, it let a later plain start claim "as
+	// incoming" and run beside the source.
+	in, err := h.takeIncoming(dom.UUID)
+	if err != nil {
+		writeMarker(refused, err.Error())
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("cannot start %s: %w", dom.Name, err)}
+	}
 	s, err := h.session()
 	if err != nil {
 		writeMarker(refused, err.Error())
@@ -223,19 +259,16 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	claims, err := h.Connect(ctx)
 	if err != nil {
 		writeMarker(refused, err.Error())
-		return &Error{Code: ExitUsage, Err: err}
+		return connectError("cannot start "+dom.Name, err)
 	}
-	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true, Restore: restore}
-	if from, ok := h.incoming(dom.UUID); ok {
-		// An incoming live migration: the source keeps its keys until
-		// its QEMU is gone and it hands them over. Only this prepare,
-		// the one right after the migrate hook, may use the marker: it
-		// becomes "migrated" (for release and reconcile), so no later
-		// plain start can claim as incoming (found by the model,
-		// docs/model: code-incoming-marker-ttl).
-		c.IncomingFrom = from
-		os.MkdirAll(filepath.Dir(h.marker("migrated", dom.UUID)), 0o755)
-		os.Rename(h.marker("incoming", dom.UUID), h.marker("migrated", dom.UUID))
+	// A draining host takes no new guests, but incoming migrations go on
+	// (lease.Store.SetDrain).
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: in == nil, Restore: restore}
+	if in != nil {
+		// An incoming live migration: the source keeps its keys until its
+		// QEMU is gone and it hands them over; the claim accepts them only
+		// under the very record the migrate hook wrote.
+		c.IncomingFrom, c.IncomingRev = in.From, in.Rev
 	}
 	if restore == nil {
 		if err := h.checkNoSavedState(dom); err != nil {
@@ -252,6 +285,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	fenceIn := time.Duration(s.Deadline) - h.Config.Margin - h.BootNow()
 	cctx, cancel := context.WithTimeout(ctx, fenceIn)
 	res, err := claims.Claim(cctx, s.Holder(), c)
+	fenceDue := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if err == nil {
 		// The start is recorded in etcd whether or not QEMU runs: keep
@@ -261,8 +295,15 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	}
 	if err != nil {
 		// Record that nothing is ours, so that the stopped/release calls
-		// libvirt makes next answer at once, even with etcd down.
+		// libvirt makes next answer at once, even with etcd down. When etcd
+		// did not answer, the claim may have landed all the same: then its
+		// keys are the watchdog's reconcile to release, as those of any
+		// stop whose hook could not reach etcd (waiting on etcd again here
+		// would cost libvirtd a deadline per call).
 		writeMarker(refused, err.Error())
+		if fenceDue {
+			return fmt.Errorf("cannot start %s: this host's session reached its fence point (deadline minus fence.margin) before etcd answered the claim: %w (%v)", dom.Name, lease.ErrNoLiveSession, err)
+		}
 		if errors.Is(err, lease.ErrUnavailable) {
 			return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", dom.Name, err)
 		}
@@ -271,14 +312,21 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	// Look at the session again: if the watchdog began to fence (or the
 	// session changed) while the claim was in flight, QEMU must not start
 	// on the strength of it. The keys are on a session that is going away.
+	// The claim landed, so no refused marker: the release that follows
+	// must release (or drop the incoming record) as after any run.
 	if s2, err := h.session(); err != nil || s2.Lease != s.Lease {
 		if err == nil {
 			err = fmt.Errorf("%w (the session changed while the claim was in flight)", lease.ErrNoLiveSession)
 		}
-		writeMarker(refused, err.Error())
+		os.Remove(refused)
 		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
 	}
 	os.Remove(refused)
+	if in == nil {
+		// A plain start: a migrated marker of an earlier incoming run is
+		// stale, and would make release and reconcile look for a migration.
+		os.Remove(h.marker("migrated", dom.UUID))
+	}
 	// A kill marker from an earlier run must not make this run's clean
 	// stop look like the watchdog's doing.
 	os.Remove(h.marker("killed", dom.UUID))
@@ -287,19 +335,67 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	return nil
 }
 
-// checkUnprotected lets an opted-out domain start unless another host holds
-// a live claim on it. With etcd unreachable it starts anyway: the operator
-// opted this domain out of protection.
+// connectError is the exit for a failed Connect on a start: 3 when etcd
+// did not answer (a login that timed out), 2 for the config's problems
+// (TLS files, credentials). what begins the message ("cannot start web1").
+func connectError(what string, err error) error {
+	if errors.Is(err, lease.ErrUnavailable) {
+		return &Error{Code: ExitUnavailable, Err: fmt.Errorf("%s: etcd did not answer, so this host cannot tell whether another runs it: %w", what, err)}
+	}
+	return &Error{Code: ExitUsage, Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+// checkUnprotected lets an opted-out domain (mode="off") start unless
+// that would be over another's claim: the domain or one of its writable
+// disks held by another host or another domain, a migration of it or of
+// one of its disks, or an unfenced record listing it or one of its disks.
+// It claims nothing, writes nothing and needs no session. Like every
+// start it fails closed: when etcd cannot answer, the start is refused
+// (exit 3), because a copied XML with mode="off" would otherwise write a
+// protected guest's disk. The decision is the claim's own (lease.Store.Check).
 func (h *Hook) checkUnprotected(ctx context.Context, dom Domain) error {
 	claims, err := h.Connect(ctx)
 	if err != nil {
-		return nil
+		return connectError("cannot start "+dom.Name, err)
 	}
-	rec, err := claims.Holding(ctx, dom.UUID)
-	if err != nil || rec == nil || rec.Host == h.Config.Host {
-		return nil
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true, Unprotected: true}
+	return startError(dom.Name, claims.Check(ctx, lease.Holder{Host: h.Config.Host}, c))
+}
+
+// startError says why a start (or a check of one) was refused.
+func startError(name string, err error) error {
+	if errors.Is(err, lease.ErrUnavailable) {
+		return fmt.Errorf("cannot start %s: etcd did not answer, so this host cannot tell whether another runs it: %w", name, err)
 	}
-	return &lease.HeldError{Key: "domains/" + dom.UUID, Want: dom.Name, Held: *rec}
+	return err
+}
+
+// Check answers "would a start of dom here be allowed now?" with the
+// decision prepare would make, and changes nothing: no claim, no intent,
+// no marker, no incoming migration consumed.
+//
+// Outcomes: nil (allowed now; a start may still lose a race); an error
+// whose Code is ExitRefused (held elsewhere, no live session, shutting
+// down, draining, …), ExitUsage (config) or ExitUnavailable (etcd did not
+// answer).
+func (h *Hook) Check(ctx context.Context, dom Domain) error {
+	h.warn(dom)
+	if dom.Mode == ModeOff {
+		return h.checkUnprotected(ctx, dom)
+	}
+	s, err := h.session()
+	if err != nil {
+		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
+	}
+	if _, err := os.Stat(filepath.Join(h.Config.StateDir, "shutdown")); err == nil {
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("host %s is shutting down; refusing to start %s here", h.Config.Host, dom.Name)}
+	}
+	claims, err := h.Connect(ctx)
+	if err != nil {
+		return connectError("cannot start "+dom.Name, err)
+	}
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	return startError(dom.Name, claims.Check(ctx, s.Holder(), c))
 }
 
 func (h *Hook) started(stdin io.Reader) error {
@@ -415,18 +511,37 @@ func (h *Hook) migrate(ctx context.Context, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)
 	}
+	// The prepare that follows would refuse: record nothing for it.
+	if _, err := os.Stat(filepath.Join(h.Config.StateDir, "shutdown")); err == nil {
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("host %s is shutting down; refusing to migrate %s here", h.Config.Host, dom.Name)}
+	}
+	boot, err := h.BootID()
+	if err != nil {
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)}
+	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
-		return &Error{Code: ExitUsage, Err: err}
+		return connectError("cannot migrate "+dom.Name+" here", err)
 	}
-	from, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs())
+	from, rev, err := claims.RecordMigration(ctx, s.Holder(), dom.UUID, dom.Name, dom.DiskIDs())
 	if err != nil {
 		if errors.Is(err, lease.ErrUnavailable) {
 			return fmt.Errorf("cannot migrate %s here: etcd did not answer: %w", dom.Name, err)
 		}
 		return fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)
 	}
-	writeMarker(h.marker("incoming", dom.UUID), from)
+	if from == "" {
+		// Nobody else holds the domain: the prepare is an ordinary claim.
+		os.Remove(h.marker("incoming", dom.UUID))
+		return nil
+	}
+	m := lease.MigrationMarker{From: from, Rev: rev, Boot: boot, At: int64(h.BootNow())}
+	if err := lease.WriteMigrationMarker(h.marker("incoming", dom.UUID), m); err != nil {
+		// Without the marker the prepare could only refuse; the record,
+		// never prepared, would only keep others out until dropped.
+		claims.DropMigration(ctx, s.Holder(), dom.UUID)
+		return &Error{Code: ExitRefused, Err: fmt.Errorf("cannot migrate %s here: %w", dom.Name, err)}
+	}
 	return nil
 }
 
@@ -468,38 +583,83 @@ func (h *Hook) reconnect(ctx context.Context, stdin io.Reader) error {
 	if err != nil {
 		return nil
 	}
-	_, err = claims.Claim(ctx, s.Holder(), lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs()})
-	var held *lease.HeldError
-	if errors.As(err, &held) {
-		// libvirt kills the guest when reconnect fails: that is the point.
-		where := held.Held.Host
-		if where == "" {
-			where = "another host"
-		}
-		return &Error{Code: ExitRefused, Err: fmt.Errorf("guest %s runs here, but etcd says %s holds it (%s): libvirt will stop it here", dom.Name, where, held.Key)}
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs()}
+	if m, err := lease.ReadMigrationMarker(h.marker("migrated", dom.UUID)); err == nil && m.From != "" {
+		c.IncomingFrom, c.IncomingRev = m.From, m.Rev
 	}
-	return nil
+	_, err = claims.Claim(ctx, s.Holder(), c)
+	if c.IncomingFrom != "" && errors.Is(err, lease.ErrNotIncoming) {
+		// The migration is no longer recorded (handed over, or failed):
+		// an ordinary guest now.
+		c.IncomingFrom, c.IncomingRev = "", 0
+		_, err = claims.Claim(ctx, s.Holder(), c)
+	}
+	var held *lease.HeldError
+	if !errors.As(err, &held) || held.Held.Host == "" || held.Held.Host == h.Config.Host {
+		// Only "held by another host" fails a reconnect. A drain, a
+		// migration record, an unfenced host or another domain of this
+		// host are the watchdog's reconcile to judge.
+		return nil
+	}
+	if c.IncomingFrom != "" || h.incomingRecorded(ctx, claims, s.Holder(), c, held.Held.Host) {
+		// This guest came in by a live migration that the source has not
+		// handed over yet: the source holds the keys, its QEMU is gone
+		// or going. Failing here would kill the only copy.
+		return nil
+	}
+	// libvirt kills the guest when reconnect fails: that is the point.
+	return &Error{Code: ExitRefused, Err: fmt.Errorf("guest %s runs here, but etcd says %s holds it (%s): libvirt will stop it here", dom.Name, held.Held.Host, held.Key)}
+}
+
+// incomingRecorded reports whether etcd records a migration of c from
+// source to this host on this host's session (the migrated marker may be
+// gone), by claiming as that migration's destination.
+func (h *Hook) incomingRecorded(ctx context.Context, claims Claims, hd lease.Holder, c lease.Claim, source string) bool {
+	c.IncomingFrom, c.IncomingRev = source, 0
+	_, err := claims.Claim(ctx, hd, c)
+	return err == nil
 }
 
 // incomingTTL bounds how long after its migrate hook an incoming marker
-// counts: libvirt runs the destination's prepare right after migrate, so an
-// older marker is a leftover of a failed migration, and a later plain start
-// must not claim as "incoming" and ride on the source's keys.
-const incomingTTL = 60 * time.Second
+// counts, on the boot clock: libvirt runs the destination's prepare right
+// after migrate begin, within milliseconds. A marker that no prepare took
+// (libvirt failed between the two hooks) must not let a later plain start
+// claim "as incoming" and ride on the source's keys: this bounds that
+// window to about the hook's own deadline.
+const incomingTTL = 5 * time.Second
 
-// incoming returns the source host of a live migration into this host that
-// is starting now.
-func (h *Hook) incoming(uuid string) (string, bool) {
+// takeIncoming removes this domain's incoming marker and returns it if it
+// belongs to a live migration starting now: written on this boot less than
+// incomingTTL ago. That one is kept as the migrated marker, for release
+// (which drops the record if the start fails), reconnect and the
+// watchdog's reconcile. nil: an ordinary start (a stale marker is dropped
+// unused; its record, never prepared, is the reconcile's to drop).
+//
+// Outcomes: nil, nil; the marker, nil; or an error when a marker exists but
+// cannot be removed or recorded (the caller refuses the start: a marker
+// left behind could serve a later plain start, and without the migrated
+// marker the reconcile would kill the guest before the hand-off).
+func (h *Hook) takeIncoming(uuid string) (*lease.MigrationMarker, error) {
 	p := h.marker("incoming", uuid)
-	st, err := os.Stat(p)
-	if err != nil || time.Since(st.ModTime()) > incomingTTL {
-		return "", false
+	m, err := lease.ReadMigrationMarker(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	b, err := os.ReadFile(p)
 	if err != nil {
-		return "", false
+		return nil, fmt.Errorf("reading the incoming-migration marker: %w", err)
 	}
-	return strings.TrimSpace(string(b)), true
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing the incoming-migration marker: %w", err)
+	}
+	boot, err := h.BootID()
+	age := h.BootNow() - time.Duration(m.At)
+	if err != nil || m.From == "" || m.Boot != boot || age < 0 || age > incomingTTL {
+		return nil, nil
+	}
+	if err := lease.WriteMigrationMarker(h.marker("migrated", uuid), m); err != nil {
+		return nil, err
+	}
+	return &m, nil
 }
 
 // dropIncoming deletes this host's migration record for uuid, if any, and

@@ -18,10 +18,13 @@ import (
 type fakeClaims struct {
 	claimErr   error
 	releaseErr error
-	holding    *lease.Record
+	checkErr   error
+	checks     []lease.Claim
 	claims     []lease.Claim
 	releases   []*lease.Intent
-	onClaim    func() // runs while the claim is "in flight"
+	onClaim    func()                    // runs while the claim is "in flight"
+	claimHangs bool                      // the claim waits for its context to end
+	claimFn    func(c lease.Claim) error // when set, answers instead of claimErr
 	// migration
 	migrateFrom string
 	migrateErr  error
@@ -33,10 +36,20 @@ type fakeClaims struct {
 	lastRunErr error
 }
 
-func (f *fakeClaims) Claim(_ context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
+func (f *fakeClaims) Claim(ctx context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
 	f.claims = append(f.claims, c)
 	if f.onClaim != nil {
 		f.onClaim()
+	}
+	if f.claimHangs {
+		<-ctx.Done()
+		return lease.ClaimResult{}, fmt.Errorf("claiming: %w (no answer before the deadline)", lease.ErrUnavailable)
+	}
+	if f.claimFn != nil {
+		if err := f.claimFn(c); err != nil {
+			return lease.ClaimResult{}, err
+		}
+		return lease.ClaimResult{Run: f.claimRun}, nil
 	}
 	if f.claimErr != nil {
 		return lease.ClaimResult{}, f.claimErr
@@ -53,10 +66,13 @@ func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []st
 	return 1, f.releaseErr
 }
 
-func (f *fakeClaims) Holding(context.Context, string) (*lease.Record, error) { return f.holding, nil }
+func (f *fakeClaims) Check(_ context.Context, _ lease.Holder, c lease.Claim) error {
+	f.checks = append(f.checks, c)
+	return f.checkErr
+}
 
-func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string, []string) (string, error) {
-	return f.migrateFrom, f.migrateErr
+func (f *fakeClaims) RecordMigration(context.Context, lease.Holder, string, string, []string) (string, int64, error) {
+	return f.migrateFrom, 7, f.migrateErr
 }
 
 func (f *fakeClaims) HandOff(context.Context, lease.Holder, string, string, []string) (bool, error) {
@@ -133,6 +149,10 @@ func TestPrepare(t *testing.T) {
 		{"claimed", "rbd-auth-hosts.xml", nil, ExitOK, "", true, false},
 		{"held elsewhere", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = held() }, ExitRefused, "is running on host host-b", true, true},
 		{"etcd unavailable", "rbd-auth-hosts.xml", func(e *env) { e.claims.claimErr = unavailable }, ExitUnavailable, "etcd did not answer", true, true},
+		{"fence point passes during the claim", "rbd-auth-hosts.xml", func(e *env) {
+			e.now = 106*time.Second + 990*time.Millisecond // 10ms before deadline minus margin
+			e.claims.claimHangs = true
+		}, ExitRefused, "fence point", true, true},
 		{"no session file", "rbd-auth-hosts.xml", func(e *env) { e.noSess = true }, ExitRefused, "is virtlease-watchdog running?", false, true},
 		{"session past fence point", "rbd-auth-hosts.xml", func(e *env) { e.now = 107 * time.Second }, ExitRefused, "too old", false, true},
 		{"session fencing", "rbd-auth-hosts.xml", func(e *env) { e.sessFile.State = lease.SessionFencing }, ExitRefused, "fencing", false, true},
@@ -145,10 +165,12 @@ func TestPrepare(t *testing.T) {
 		{"bad XML", "", nil, ExitUsage, "domain XML", false, false},
 		{"bogus mode", "mode-bogus.xml", nil, ExitUsage, "mode", false, false},
 		{"opt-out, nobody holds it", "mode-off.xml", func(e *env) { e.noSess = true }, ExitOK, "", false, false},
-		{"opt-out, held elsewhere", "mode-off.xml", func(e *env) {
-			e.claims.holding = &lease.Record{Host: "host-b", Name: "vm-off", UUID: "u"}
-		}, ExitRefused, "host-b", false, false},
-		{"opt-out, etcd down: starts (not protected by choice)", "mode-off.xml", func(e *env) { e.dialErr = unavailable }, ExitOK, "", false, false},
+		{"opt-out, held elsewhere", "mode-off.xml", func(e *env) { e.claims.checkErr = held() }, ExitRefused, "host-b", false, false},
+		{"opt-out, etcd down at login: refused, fail closed", "mode-off.xml", func(e *env) { e.dialErr = unavailable }, ExitUnavailable, "etcd did not answer", false, false},
+		{"opt-out, etcd down at the check: refused, fail closed", "mode-off.xml", func(e *env) { e.claims.checkErr = unavailable }, ExitUnavailable, "etcd did not answer", false, false},
+		{"opt-out, bad etcd config", "mode-off.xml", func(e *env) { e.dialErr = errors.New("reading password file: no such file") }, ExitUsage, "password", false, false},
+		{"login timed out: exit 3", "rbd-auth-hosts.xml", func(e *env) { e.dialErr = unavailable }, ExitUnavailable, "etcd did not answer", false, true},
+		{"bad etcd credentials: exit 2", "rbd-auth-hosts.xml", func(e *env) { e.dialErr = errors.New("authentication failed") }, ExitUsage, "authentication failed", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -456,13 +478,19 @@ func TestMigration(t *testing.T) {
 }
 
 func TestRecordableXML(t *testing.T) {
-	in := `<domain><devices><graphics type='vnc' port='-1' passwd='s3cret' passwdValidTo="2026-01-01T00:00:00"/></devices></domain>`
-	got := recordableXML([]byte(in))
-	if strings.Contains(got, "s3cret") || strings.Contains(got, "passwd") {
-		t.Fatalf("a password reached the recorded XML: %s", got)
-	}
-	if !strings.Contains(got, "<graphics type='vnc' port='-1'/>") {
-		t.Fatalf("the rest of the XML changed: %s", got)
+	for _, in := range []string{
+		`<domain><devices><graphics type='vnc' port='-1' passwd='s3cret' passwdValidTo="2026-01-01T00:00:00"/></devices></domain>`,
+		// Whitespace around "=" is legal XML.
+		`<domain><devices><graphics type='vnc' port='-1' passwd = 's3cret' passwdValidTo` + "\n\t=\n" + `"2026-01-01T00:00:00"/></devices></domain>`,
+		"<domain><devices><graphics type='vnc' port='-1'\n  passwd=\"s3cret\"/></devices></domain>",
+	} {
+		got := recordableXML([]byte(in))
+		if strings.Contains(got, "s3cret") || strings.Contains(got, "passwd") {
+			t.Fatalf("a password reached the recorded XML: %s", got)
+		}
+		if !strings.Contains(got, "<graphics type='vnc' port='-1'/>") {
+			t.Fatalf("the rest of the XML changed: %s", got)
+		}
 	}
 	if recordableXML(make([]byte, maxRecordedXML+1)) != "" {
 		t.Fatal("an oversized XML was recorded")
@@ -502,9 +530,9 @@ func TestStaleIncomingMarkerIgnored(t *testing.T) {
 	h := e.hook(t)
 	dom, _ := ParseDomain(fixture(t, "nbd.xml"))
 	p := h.marker("incoming", dom.UUID)
-	writeMarker(p, "host-b")
-	old := time.Now().Add(-2 * incomingTTL)
-	os.Chtimes(p, old, old)
+	// Written by a migrate hook 2 TTLs ago on the boot clock (a wall-clock
+	// step changes nothing).
+	lease.WriteMigrationMarker(p, lease.MigrationMarker{From: "host-b", Rev: 7, Boot: bootID, At: int64(e.now - 2*incomingTTL)})
 	if err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "nbd.xml"))); err != nil {
 		t.Fatal(err)
 	}
@@ -580,5 +608,346 @@ func TestReleaseEndAfterStoppedEndIsLocal(t *testing.T) {
 	run("release", "end")
 	if len(e.claims.releases) != releases+1 {
 		t.Fatalf("release end after a failed stopped end did not release")
+	}
+}
+
+// mode="off" runs the claim's own check (domain and disk keys, migration
+// and unfenced records) without a session and without claiming.
+func TestOptOutChecksDisks(t *testing.T) {
+	e := newEnv(t)
+	e.noSess = true
+	err := e.hook(t).Run(context.Background(), []string{"vm-off", "prepare", "begin", "-"}, bytes.NewReader(fixture(t, "mode-off.xml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.claims.claims) != 0 || len(e.claims.checks) != 1 {
+		t.Fatalf("claims %d checks %d, want 0 and 1", len(e.claims.claims), len(e.claims.checks))
+	}
+	c := e.claims.checks[0]
+	if !c.Unprotected || !c.Start || len(c.Disks) != 1 {
+		t.Errorf("checked %+v: want an unprotected start with its disk", c)
+	}
+}
+
+// Check is prepare's decision without its effects: no claim, no marker,
+// an incoming migration's marker left for the real prepare.
+func TestCheckIsReadOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		setup    func(e *env)
+		wantCode int
+	}{
+		{"allowed", nil, ExitOK},
+		{"held elsewhere", func(e *env) { e.claims.checkErr = held() }, ExitRefused},
+		{"etcd down", func(e *env) { e.claims.checkErr = fmt.Errorf("x: %w", lease.ErrUnavailable) }, ExitUnavailable},
+		{"no session", func(e *env) { e.noSess = true }, ExitRefused},
+		{"shutting down", func(e *env) { os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("stop\n"), 0o644) }, ExitRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if tc.setup != nil {
+				tc.setup(e)
+			}
+			dom, err := ParseDomain(fixture(t, "mode-ha-hosts.xml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeMarker(filepath.Join(e.dir, "incoming", dom.UUID), "host-b")
+			h := e.hook(t)
+			before := markers(t, e.dir)
+			err = h.Check(context.Background(), dom)
+			if got := Code(err); got != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", got, err, tc.wantCode)
+			}
+			if len(e.claims.claims) != 0 {
+				t.Errorf("Check claimed: %+v", e.claims.claims)
+			}
+			if after := markers(t, e.dir); after != before {
+				t.Errorf("Check changed the markers:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+}
+
+// markers lists the files under dir but the session file.
+func markers(t *testing.T, dir string) string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() != "session" {
+			out = append(out, strings.TrimPrefix(p, dir))
+		}
+		return nil
+	})
+	return strings.Join(out, "\n")
+}
+
+// A disk named in a host-local way (/dev/sdb) is claimed, and the check
+// tells the operator that the claim may protect nothing across hosts.
+func TestCheckWarnsHostLocalDisk(t *testing.T) {
+	e := newEnv(t)
+	h := e.hook(t)
+	var w bytes.Buffer
+	h.Warnings = &w
+	dom, err := ParseDomain(fixture(t, "block-sdb.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Check(context.Background(), dom); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(w.String(), "warning") || !strings.Contains(w.String(), "/dev/sdb") || strings.Count(w.String(), "\n") != 2 {
+		t.Fatalf("warnings %q: want one line per kernel-named disk (sdb, nvme0n1p2)", w.String())
+	}
+}
+
+// Review finding C1: a destination whose prepare is refused before the
+// claim (here: its watchdog stopped during the migration) must not keep the
+// incoming marker or the migration record, and a plain start there
+// afterwards must never claim "as incoming" and ride on the source's keys.
+func TestRefusedIncomingPrepareLeavesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		refuse func(e *env)
+	}{
+		{"watchdog stopped", func(e *env) { e.sessFile.State = lease.SessionStopped }},
+		{"host shutting down", func(e *env) { os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("stop\n"), 0o644) }},
+		{"etcd login failed", func(e *env) { e.dialErr = fmt.Errorf("login: %w", lease.ErrUnavailable) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.claims.migrateFrom = "host-b"
+			xml := fixture(t, "nbd.xml")
+			dom, _ := ParseDomain(xml)
+			run := func(h *Hook, op, sub string) error {
+				return h.Run(context.Background(), []string{"vm", op, sub, "-"}, bytes.NewReader(xml))
+			}
+			if err := run(e.hook(t), "migrate", "begin"); err != nil {
+				t.Fatal(err)
+			}
+			tc.refuse(e)
+			h := e.hook(t)
+			if err := run(h, "prepare", "begin"); err == nil {
+				t.Fatal("prepare not refused")
+			}
+			e.dialErr = nil
+			os.Remove(filepath.Join(e.dir, "shutdown"))
+			e.sessFile.State = lease.SessionOK
+			h = e.hook(t) // the watchdog is back, same lease
+			run(h, "stopped", "end")
+			run(h, "release", "end")
+			if e.claims.dropped == 0 {
+				t.Error("the refused migration's record was not dropped")
+			}
+			for _, m := range []string{"incoming", "migrated"} {
+				if _, err := os.Stat(h.marker(m, dom.UUID)); err == nil {
+					t.Errorf("%s marker left behind", m)
+				}
+			}
+			// The operator, seeing "migration failed", starts it here.
+			claims := len(e.claims.claims)
+			run(h, "prepare", "begin")
+			for _, c := range e.claims.claims[claims:] {
+				if c.IncomingFrom != "" {
+					t.Fatalf("a plain start after a refused migration claimed as incoming from %s", c.IncomingFrom)
+				}
+			}
+		})
+	}
+}
+
+// Review finding M1 and m4: reconnect fails (and libvirt kills the guest)
+// only when another host holds it, and never for a guest that came in by a
+// live migration the source has not handed over yet: that is the only copy.
+func TestReconnectIncomingAndNonHolderRefusals(t *testing.T) {
+	heldByB := func() error {
+		return &lease.HeldError{Key: "/virtlease/domains/x", Want: "vm", Held: lease.Record{Host: "host-b", Name: "vm", UUID: "x"}}
+	}
+	tests := []struct {
+		name     string
+		marker   bool // a migrated marker naming host-b
+		claim    func(c lease.Claim) error
+		wantCode int
+	}{
+		{"migrated marker, not handed over yet", true, func(c lease.Claim) error {
+			if c.IncomingFrom == "host-b" {
+				return nil // the source's keys are accepted: pending
+			}
+			return heldByB()
+		}, ExitOK},
+		{"marker lost, migration to here recorded", false, func(c lease.Claim) error {
+			if c.IncomingFrom == "host-b" {
+				return nil
+			}
+			return heldByB()
+		}, ExitOK},
+		{"migrated marker, migration over, held elsewhere since", true, func(c lease.Claim) error {
+			if c.IncomingFrom != "" {
+				return fmt.Errorf("x: %w", lease.ErrNotIncoming)
+			}
+			return heldByB()
+		}, ExitRefused},
+		{"held by another host, no migration", false, func(c lease.Claim) error {
+			if c.IncomingFrom != "" {
+				return fmt.Errorf("x: %w", lease.ErrNotIncoming)
+			}
+			return heldByB()
+		}, ExitRefused},
+		{"unfenced record of another host: the reconcile's to judge", false, func(lease.Claim) error {
+			return &lease.HeldError{Key: "/virtlease/unfenced/host-c", Want: "vm", Why: "may still run on host-c"}
+		}, ExitOK},
+		{"another domain of this host holds a disk", false, func(lease.Claim) error {
+			return &lease.HeldError{Key: "/virtlease/disks/d", Disk: "d", Want: "vm", Held: lease.Record{Host: "host-a", Name: "copy", UUID: "y"}}
+		}, ExitOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.claims.claimFn = tc.claim
+			h := e.hook(t)
+			xml := fixture(t, "nbd.xml")
+			dom, _ := ParseDomain(xml)
+			if tc.marker {
+				writeMarker(h.marker("migrated", dom.UUID), "host-b")
+			}
+			err := h.Run(context.Background(), []string{"vm", "reconnect", "begin", "-"}, bytes.NewReader(xml))
+			if Code(err) != tc.wantCode {
+				t.Fatalf("exit %d (%v), want %d", Code(err), err, tc.wantCode)
+			}
+		})
+	}
+}
+
+// Review findings m6 and m7: an incoming migration's prepare is not a new
+// start (a draining host lets incoming migrations in); the marker's age is
+// read on the boot clock, so a wall-clock step does not make a live
+// migration's marker look stale; and a marker that cannot be read, removed
+// or kept as "migrated" refuses the start rather than being ignored.
+func TestPrepareIncomingMarker(t *testing.T) {
+	xml := fixture(t, "nbd.xml")
+	dom, _ := ParseDomain(xml)
+	run := func(h *Hook, op string) error {
+		return h.Run(context.Background(), []string{"vm", op, "begin", "-"}, bytes.NewReader(xml))
+	}
+	t.Run("incoming claim is not a new start", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.migrateFrom = "host-b"
+		h := e.hook(t)
+		if err := run(h, "migrate"); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(h, "prepare"); err != nil {
+			t.Fatal(err)
+		}
+		if c := e.claims.claims[0]; c.IncomingFrom != "host-b" || c.Start {
+			t.Fatalf("incoming claim %+v: want IncomingFrom host-b, Start false", c)
+		}
+	})
+	t.Run("wall clock stepped back an hour after migrate begin", func(t *testing.T) {
+		e := newEnv(t)
+		e.claims.migrateFrom = "host-b"
+		h := e.hook(t)
+		if err := run(h, "migrate"); err != nil {
+			t.Fatal(err)
+		}
+		p := h.marker("incoming", dom.UUID)
+		old := time.Now().Add(-time.Hour)
+		os.Chtimes(p, old, old)
+		if err := run(h, "prepare"); err != nil {
+			t.Fatal(err)
+		}
+		if c := e.claims.claims[0]; c.IncomingFrom != "host-b" {
+			t.Fatalf("a wall-clock step made the live migration's prepare a plain claim: %+v", c)
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		spoil func(h *Hook)
+	}{
+		{"marker unreadable", func(h *Hook) {
+			p := h.marker("incoming", dom.UUID)
+			os.Remove(p)
+			os.MkdirAll(filepath.Join(p, "x"), 0o755)
+		}},
+		{"migrated marker cannot be written", func(h *Hook) {
+			os.RemoveAll(filepath.Join(h.Config.StateDir, "migrated"))
+			os.WriteFile(filepath.Join(h.Config.StateDir, "migrated"), nil, 0o644)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.claims.migrateFrom = "host-b"
+			h := e.hook(t)
+			if err := run(h, "migrate"); err != nil {
+				t.Fatal(err)
+			}
+			tc.spoil(h)
+			if err := run(h, "prepare"); Code(err) != ExitRefused {
+				t.Fatalf("exit %d (%v), want %d", Code(err), err, ExitRefused)
+			}
+			if len(e.claims.claims) != 0 {
+				t.Fatalf("claimed %+v", e.claims.claims)
+			}
+		})
+	}
+}
+
+// Review finding m9: a started marker left by an earlier run (whose release
+// failed) must not make this run's stop look clean when QEMU never started.
+func TestPrepareClearsStaleStartedMarker(t *testing.T) {
+	e := newEnv(t)
+	h := e.hook(t)
+	xml := fixture(t, "mode-ha-hosts.xml")
+	run := func(op, sub string) {
+		t.Helper()
+		if err := h.Run(context.Background(), []string{"vm", op, sub, "-"}, bytes.NewReader(xml)); err != nil {
+			t.Fatalf("%s %s: %v", op, sub, err)
+		}
+	}
+	run("started", "begin") // an earlier run; its stop never reached us
+	run("prepare", "begin")
+	run("stopped", "end") // QEMU failed to start: no started begin
+	if len(e.claims.releases) != 1 || e.claims.releases[0] != nil {
+		t.Fatalf("a run that never started set the intent: %+v", e.claims.releases)
+	}
+}
+
+// Review finding m10: when the session check after a successful claim
+// refuses, the claim did land: no refused marker, so the release that
+// follows releases the keys instead of skipping etcd.
+func TestRecheckRefusalStillReleases(t *testing.T) {
+	e := newEnv(t)
+	h := e.hook(t)
+	xml := fixture(t, "nbd.xml")
+	e.claims.onClaim = func() {
+		s := e.sessFile
+		s.State = lease.SessionStopped
+		lease.WriteSession(filepath.Join(e.dir, "session"), s)
+	}
+	if err := h.Run(context.Background(), []string{"vm", "prepare", "begin", "-"}, bytes.NewReader(xml)); Code(err) != ExitRefused {
+		t.Fatalf("exit %d (%v)", Code(err), err)
+	}
+	e.claims.onClaim = nil
+	for _, op := range []string{"stopped", "release"} {
+		h.Run(context.Background(), []string{"vm", op, "end", "-"}, bytes.NewReader(xml))
+	}
+	if len(e.claims.releases) == 0 {
+		t.Fatal("the landed claim's keys were not released")
+	}
+}
+
+// Review finding m12: migrate begin on a host that is shutting down records
+// nothing (its prepare would be refused).
+func TestMigrateRefusedWhileShuttingDown(t *testing.T) {
+	e := newEnv(t)
+	e.claims.migrateFrom = "host-b"
+	os.WriteFile(filepath.Join(e.dir, "shutdown"), []byte("migrate\n"), 0o644)
+	h := e.hook(t)
+	err := h.Run(context.Background(), []string{"vm", "migrate", "begin", "-"}, bytes.NewReader(fixture(t, "nbd.xml")))
+	if Code(err) != ExitRefused || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("exit %d (%v), want refused: shutting down", Code(err), err)
+	}
+	dom, _ := ParseDomain(fixture(t, "nbd.xml"))
+	if _, err := os.Stat(h.marker("incoming", dom.UUID)); err == nil {
+		t.Fatal("incoming marker written")
 	}
 }

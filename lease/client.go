@@ -42,7 +42,16 @@ type EtcdConfig struct {
 //   - a silent logger: the hook's stderr is what virsh shows an operator,
 //     and the client's JSON logs would bury our one line.
 func Dial(c EtcdConfig) (*clientv3.Client, error) {
+	return DialContext(context.Background(), c)
+}
+
+// DialContext is Dial whose login (with a user name) also ends with ctx,
+// as does every call of the client made without a context of its own: a
+// hook's login must end by the hook's deadline, whatever dial_timeout
+// says. Outcomes: as Dial.
+func DialContext(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 	cfg := clientv3.Config{
+		Context:              ctx,
 		Endpoints:            c.Endpoints,
 		DialTimeout:          c.DialTimeout,
 		DialKeepAliveTime:    2 * time.Second,

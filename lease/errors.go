@@ -17,6 +17,11 @@ var (
 	// ErrConflict means the keys kept changing under a claim or release
 	// through every retry.
 	ErrConflict = errors.New("lease: keys kept changing, gave up")
+	// ErrNotIncoming means a claim named an incoming migration that etcd
+	// does not record (any more): handed over, failed, recorded under an
+	// earlier session, or a later migration's record. A *HeldError matches
+	// it with errors.Is.
+	ErrNotIncoming = errors.New("lease: no such incoming migration is recorded")
 )
 
 // HeldError refuses a claim: Key is held by another domain or host.
@@ -27,7 +32,13 @@ type HeldError struct {
 	Want string // name of the domain that was refused
 	Held Record // who holds Key
 	Why  string // set when the holder is not a live claim (e.g. an unfenced host); replaces the usual sentence
+	// notIncoming: the claim's incoming migration is not recorded.
+	notIncoming bool
 }
+
+// Is makes errors.Is(err, ErrNotIncoming) true for the refusal of an
+// incoming claim whose migration is not recorded.
+func (e *HeldError) Is(target error) bool { return target == ErrNotIncoming && e.notIncoming }
 
 func (e *HeldError) Error() string {
 	since := e.Held.Since.UTC().Format(time.RFC3339)

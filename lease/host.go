@@ -66,6 +66,7 @@ func (s *Store) Holdings(ctx context.Context, h Holder) (Holdings, error) {
 				byUUID[rec.UUID] = d
 				order = append(order, rec.UUID)
 			}
+			d.Revision = max(d.Revision, kv.ModRevision)
 			if strings.HasPrefix(key, s.keys.Dir("domains")) {
 				d.Record = rec
 			} else {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -24,11 +25,11 @@ func TestMigrationHandOff(t *testing.T) {
 			t.Fatalf("%s: %s's claim not refused: %v", step, h.Host, err)
 		}
 	}
-	from, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
+	from, _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
 	if err != nil || from != "host-a" {
 		t.Fatalf("record: %q %v", from, err)
 	}
-	if _, err := s.RecordMigration(ctx, c, d.UUID, d.Name, d.Disks); err == nil {
+	if _, _, err := s.RecordMigration(ctx, c, d.UUID, d.Name, d.Disks); err == nil {
 		t.Fatal("a second migration to host-c was recorded")
 	}
 	refused("during migration", c, d)
@@ -153,7 +154,7 @@ func TestMigrationSourceStillHoldsDuringMigration(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000005", "web")
 	s.Claim(ctx, a, d)
-	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
+	if _, _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
 		t.Fatal(err)
 	}
 	adopt := d
@@ -183,7 +184,12 @@ func TestHandOffAfterSourceKeysGone(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000006", "db", "rbd/p/db6")
 	s.Claim(ctx, a, d)
-	s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
+	_, rev, _ := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
+	in := d
+	in.IncomingFrom, in.IncomingRev = "host-a", rev
+	if _, err := s.Claim(ctx, b, in); err != nil { // the destination's prepare
+		t.Fatal(err)
+	}
 	// The source's session dies; its process still runs its release hook
 	// (under the session file it had).
 	if _, err := cli.Revoke(ctx, clientv3.LeaseID(a.Lease)); err != nil {
@@ -215,7 +221,7 @@ func TestMigrationRecordKeepsDisks(t *testing.T) {
 	ctx := testCtx(t)
 	d := vm("aaaaaaaa-0000-0000-0000-000000000007", "vm2", "nbd/127.0.0.1:10809/vm2")
 	s.Claim(ctx, a, d)
-	if _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
+	if _, _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Revoke(ctx, a.Lease); err != nil { // the source lost etcd
@@ -225,5 +231,104 @@ func TestMigrationRecordKeepsDisks(t *testing.T) {
 	var held *HeldError
 	if _, err := s.Claim(ctx, c, copied); !errors.As(err, &held) || !strings.Contains(err.Error(), "being migrated") {
 		t.Fatalf("a copied XML took a migrating domain's disk: %v", err)
+	}
+}
+
+// A migration record whose destination never claimed (its prepare was
+// refused or never ran, and its drop did not reach etcd) must not turn the
+// source's next stop into a hand-off: that stop is an ordinary release,
+// and a clean stop's intent is written (review finding M4).
+func TestHandOffOnlyAfterDestinationPrepared(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000008", "ha1", "rbd/p/ha1")
+	if _, err := s.Claim(ctx, a, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks); err != nil {
+		t.Fatal(err)
+	}
+	// host-b's prepare never claimed. The operator stops the guest on host-a.
+	if handed, err := s.HandOff(ctx, a, d.UUID, d.Name, d.Disks); handed || err != nil {
+		t.Fatalf("stale record: the stop handed the keys to host-b (%v, %v)", handed, err)
+	}
+	stopped := &Intent{Want: WantStopped, Name: d.Name, Since: time.Now().UTC().Truncate(time.Second)}
+	if n, err := s.Release(ctx, a, d.UUID, d.Disks, stopped); err != nil || n != 2 {
+		t.Fatalf("release after the refused hand-off: %d %v", n, err)
+	}
+	if resp, _ := cli.Get(ctx, s.keys.Intent(d.UUID)); len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), `"stopped"`) {
+		t.Fatalf("intent after a clean stop: %v", resp.Kvs)
+	}
+}
+
+// A migration record may not list a disk that another domain holds: until
+// it is dropped, that domain's own claims (its reconcile) would be refused,
+// and the reconcile kills a guest whose claim is refused (review m12).
+func TestRecordMigrationRefusesDiskOfAnotherDomain(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	other := vm("aaaaaaaa-0000-0000-0000-0000000000d1", "other", "rbd/p/shared")
+	if _, err := s.Claim(ctx, a, other); err != nil {
+		t.Fatal(err)
+	}
+	d := vm("aaaaaaaa-0000-0000-0000-0000000000d2", "mover")
+	if _, err := s.Claim(ctx, a, d); err != nil {
+		t.Fatal(err)
+	}
+	// The destination's XML of mover lists other's disk.
+	var held *HeldError
+	if _, _, err := s.RecordMigration(ctx, b, d.UUID, d.Name, []string{"rbd/p/shared"}); !errors.As(err, &held) {
+		t.Fatalf("recorded a migration listing another domain's disk: %v", err)
+	}
+	adopt := other
+	adopt.Start = false
+	if _, err := s.Claim(ctx, a, adopt); err != nil {
+		t.Fatalf("the disk's holder's own claim is refused now: %v", err)
+	}
+}
+
+// Review finding C1: an incoming claim names its migration by the record's
+// CreateRevision; a record of another (later) migration does not serve it,
+// and the claim marks the record prepared.
+func TestIncomingClaimBoundToItsRecord(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	a, b := session(t, s, "host-a"), session(t, s, "host-b")
+	ctx := testCtx(t)
+	d := vm("aaaaaaaa-0000-0000-0000-000000000009", "web9", "rbd/p/web9")
+	if _, err := s.Claim(ctx, a, d); err != nil {
+		t.Fatal(err)
+	}
+	_, rev1, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropMigration(ctx, b, d.UUID); err != nil {
+		t.Fatal(err)
+	}
+	_, rev2, err := s.RecordMigration(ctx, b, d.UUID, d.Name, d.Disks)
+	if err != nil || rev2 == rev1 {
+		t.Fatalf("second record: rev %d (first %d), %v", rev2, rev1, err)
+	}
+	in := d
+	in.IncomingFrom, in.IncomingRev = "host-a", rev1
+	if _, err := s.Claim(ctx, b, in); !errors.Is(err, ErrNotIncoming) {
+		t.Fatalf("a claim naming the first migration rode on the second's record: %v", err)
+	}
+	in.IncomingRev = rev2
+	r, err := s.Claim(ctx, b, in)
+	if err != nil || r.Pending != 2 {
+		t.Fatalf("the second migration's claim: %+v %v", r, err)
+	}
+	resp, _ := cli.Get(ctx, s.keys.Migration(d.UUID))
+	if len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), `"prepared":true`) || ID(resp.Kvs[0].Lease) != b.Lease {
+		t.Fatalf("record after the destination's claim: %v", resp.Kvs)
+	}
+	if handed, err := s.HandOff(ctx, a, d.UUID, d.Name, d.Disks); !handed || err != nil {
+		t.Fatalf("hand-off after the destination claimed: %v %v", handed, err)
 	}
 }

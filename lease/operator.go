@@ -314,10 +314,10 @@ func (s *Store) PlanClearUnfenced(ctx context.Context, host string) (*Action, er
 	if len(ukv) == 0 {
 		return nil, opErrorf(ErrNotFound, "host %s has no unfenced record (%s)", host, key)
 	}
-	u, err := decode[Unfenced](key, ukv[0].Value)
-	if err != nil {
-		return nil, err
-	}
+	// An unreadable record is cleared too: it blocks every start in the
+	// cluster, and the operator vouches that host is down. Its Since is
+	// then unknown (zero).
+	u, _ := decode[Unfenced](key, ukv[0].Value)
 	a := &Action{Kind: ActionClearUnfenced, Host: host, Since: u.Since, Keys: []string{key}, Unfenced: []string{host},
 		revs: map[string]int64{key: ukv[0].ModRevision, hk: 0}, writes: []clientv3.Op{clientv3.OpDelete(key)}}
 	if len(hkv) > 0 {

@@ -83,6 +83,12 @@ type Migration struct {
 	// no other domain may claim them, even if the source's keys are gone
 	// before the destination holds them.
 	Disks []string `json:"disks,omitempty"`
+	// Prepared is set by the destination's incoming claim (its prepare),
+	// in the Txn that accepts the source's keys. Only then does the
+	// source's stop hand the keys over: a record whose destination never
+	// claimed (its prepare refused, or never run) is a failed migration,
+	// and the source's stop is an ordinary one.
+	Prepared bool `json:"prepared,omitempty"`
 }
 
 // Want is the desired state of an HA domain.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // A saved state (virsh managedsave, or libvirt-guests' ON_SHUTDOWN=suspend)
@@ -37,6 +40,9 @@ type Restore struct {
 	// Mine is the last run this host recorded of the domain (the one whose
 	// end the saved state comes from); nil when this host knows none.
 	Mine *Run
+	// tried is the run Claim's previous Txn tried to record: found in
+	// etcd after a Txn that may have landed, it was checked by that Txn.
+	tried *Run
 }
 
 // RestoreError refuses the restore of a saved state that may be stale.
@@ -79,6 +85,25 @@ func CheckRestore(name, host string, last, mine *Run) error {
 		return nil
 	}
 	return &RestoreError{Name: name, Host: host, Last: *last, Mine: mine}
+}
+
+// handRun moves the domain's runs record, as read (kvs), from a
+// migration's source to its destination in the hand-off's Txn: the guest's
+// run goes on there, under the same sequence number, which the
+// destination's incoming claim returned (ClaimResult.Run) for it to keep.
+// ok is false when the record does not name the source (absent, or another
+// start since): then it stays as it is.
+func (s *Store) handRun(uuid, from, to string, since time.Time, kvs []*mvccpb.KeyValue) (clientv3.Cmp, clientv3.Op, bool) {
+	if len(kvs) == 0 {
+		return clientv3.Cmp{}, clientv3.Op{}, false
+	}
+	key := s.keys.Run(uuid)
+	r, err := decode[Run](key, kvs[0].Value)
+	if err != nil || r.Host != from {
+		return clientv3.Cmp{}, clientv3.Op{}, false
+	}
+	r.Host, r.Since = to, since
+	return clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision), clientv3.OpPut(key, encode(r)), true
 }
 
 // LastRun reads PREFIX/runs/UUID: the last start recorded for the domain,

@@ -189,9 +189,11 @@ func TestRestoreClaimRefusedAfterStartBetweenHookCalls(t *testing.T) {
 	}
 }
 
-// A live migration's destination starts the guest: its run is the last, so
-// a state the source saved earlier is stale.
-func TestIncomingMigrationIsARun(t *testing.T) {
+// A live migration continues the source's run on the destination: its
+// incoming claim returns that run under the destination's name, and the
+// hand-off moves the record there. A state the source saved earlier is
+// stale then; one the destination saves after is not.
+func TestMigrationMovesTheRun(t *testing.T) {
 	cli := newEtcd(t)
 	s := NewStore(cli, "")
 	a, b := session(t, s, "host-a"), session(t, s, "host-b")
@@ -201,19 +203,32 @@ func TestIncomingMigrationIsARun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RecordMigration(ctx, b, c.UUID, c.Name, c.Disks); err != nil {
-		t.Fatal(err)
+	from, rev, err := s.RecordMigration(ctx, b, c.UUID, c.Name, c.Disks)
+	if err != nil || from != "host-a" {
+		t.Fatalf("record: %q %v", from, err)
 	}
 	in := c
-	in.IncomingFrom = "host-a"
+	in.Start, in.IncomingFrom, in.IncomingRev = false, from, rev
 	rb, err := s.Claim(ctx, b, in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rb.Run == nil || rb.Run.Host != "host-b" || rb.Run.Seq != ra.Run.Seq+1 {
-		t.Fatalf("incoming migration's run %+v after %+v", rb.Run, ra.Run)
+	if rb.Run == nil || rb.Run.Host != "host-b" || rb.Run.Seq != ra.Run.Seq {
+		t.Fatalf("incoming claim's run %+v; want host-b's continuation of %+v", rb.Run, ra.Run)
+	}
+	if last, _ := s.LastRun(ctx, c.UUID); !last.same(*ra.Run) {
+		t.Fatalf("runs record before the hand-off: %+v, want the source's %+v", last, ra.Run)
+	}
+	if ok, err := s.HandOff(ctx, a, c.UUID, c.Name, c.Disks); !ok || err != nil {
+		t.Fatalf("hand-off: %v %v", ok, err)
 	}
 	last, _ := s.LastRun(ctx, c.UUID)
+	if last == nil || !last.same(*rb.Run) {
+		t.Fatalf("runs record after the hand-off: %+v, want %+v", last, rb.Run)
+	}
+	if err := CheckRestore(c.Name, "host-b", last, rb.Run); err != nil {
+		t.Fatalf("host-b may not restore a state saved after the guest moved there: %v", err)
+	}
 	if CheckRestore(c.Name, "host-a", last, ra.Run) == nil {
 		t.Fatal("host-a may restore a state from before the guest moved to host-b")
 	}

@@ -33,6 +33,9 @@ type HostStatus struct {
 type DomainStatus struct {
 	Record
 	Disks []string `json:"disks"`
+	// Revision is the newest ModRevision among the keys as Holdings read
+	// them (0 elsewhere): ReleaseStale releases nothing written later.
+	Revision int64 `json:"-"`
 }
 
 // Snapshot reads every key under the prefix in one range read, plus one

@@ -53,8 +53,20 @@ type Claim struct {
 	Start bool
 	// IncomingFrom is the source host of a live migration to this host:
 	// keys it holds for this domain are accepted (and left to it until the
-	// hand-off) provided PREFIX/migrations/UUID records from it to us.
+	// hand-off) provided PREFIX/migrations/UUID records from it to us, on
+	// our session. The claim marks that record prepared, in its Txn: only
+	// then does the source's stop hand the keys over.
 	IncomingFrom string
+	// IncomingRev binds an incoming claim to one migration: the
+	// CreateRevision of the record RecordMigration wrote (it returns it).
+	// A record created since, for another migration, does not count. 0
+	// accepts any record from IncomingFrom to us.
+	IncomingRev int64
+	// Unprotected is a domain with mode="off": it claims nothing and
+	// needs no session, but is still refused over another's claim (any
+	// key held by another host or another domain, a migration, an
+	// unfenced record). Only Check takes it.
+	Unprotected bool
 	// Restore, when not nil, marks the start of a saved state's restore:
 	// refused (*RestoreError) unless CheckRestore allows it against the
 	// runs record this very Txn compares.
@@ -63,22 +75,28 @@ type Claim struct {
 
 // ClaimResult says what a successful Claim did.
 type ClaimResult struct {
-	Written int // keys written by this claim (0: all were mine already)
+	Written int // keys this claim took (0: all were mine already)
 	// Pending counts keys left to an incoming migration's source: they
 	// become ours at its hand-off (0 when every key is ours).
 	Pending  int
 	Revision int64
-	// Run is the start a Start claim recorded in PREFIX/runs/UUID (its
-	// host must remember it to restore a state saved at the end of this
-	// run); nil for claims that are not starts.
+	// Run is the start a Start claim recorded in PREFIX/runs/UUID, or the
+	// run an incoming migration's claim continues (the source's, which
+	// the hand-off moves here): its host must remember it to restore a
+	// state saved at the end of this run. nil for other claims.
 	Run *Run
 }
 
 // Claim takes the domain key and every disk key of c for h, all or nothing.
 //
 // Outcomes:
-//   - nil: every key now names h (idempotent: keys already mine are left as they are);
+//   - nil: every key now names h (idempotent: keys already mine are
+//     left as they are, but for a start (c.Start), which writes them
+//     again with a fresh since);
 //   - *HeldError: a key is held by another host or another domain; nothing was written;
+//   - *HeldError matching ErrNotIncoming: c.IncomingFrom names a migration etcd
+//     does not record (not from that host, not to h on h's lease, or another
+//     record than c.IncomingRev); nothing was written;
 //   - *RestoreError: c.Restore is set and another start was recorded since; nothing was written;
 //   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
 //   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
@@ -91,10 +109,12 @@ type ClaimResult struct {
 // no extra round trip. A start (c.Start) also bumps PREFIX/runs/UUID in that
 // Txn, comparing its ModRevision, so two starts never get one Run.
 func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
-	keys := s.claimKeys(c.UUID, c.Disks)
-	if len(keys)-1 > MaxClaimDisks {
-		return ClaimResult{}, fmt.Errorf("lease: domain %s has %d writable shared disks; one claim holds at most %d (a domain and its disks are claimed in one etcd transaction, and etcd takes at most 128 operations in one by default)",
-			c.Name, len(keys)-1, MaxClaimDisks)
+	if c.Unprotected {
+		return ClaimResult{}, fmt.Errorf("lease: domain %s is not protected (mode=\"off\"): it is checked, never claimed", c.Name)
+	}
+	keys, err := s.claimKeysOf(c)
+	if err != nil {
+		return ClaimResult{}, err
 	}
 	reads := s.claimReads(h, keys)
 	resp, err := s.readClaim(ctx, reads)
@@ -105,27 +125,45 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 	// or may not have landed, finding it there means it did.
 	var tried *Run
 	for range retries {
-		state, err := s.readClaimState(h, keys, resp.Responses)
+		if c.Restore != nil {
+			// Our own write, if it landed, was checked by its Txn.
+			r := *c.Restore
+			r.tried = tried
+			c.Restore = &r
+		}
+		state, err := s.decide(h, keys, c, resp.Responses)
 		if err != nil {
 			return ClaimResult{}, err
 		}
 		landed := tried != nil && state.run != nil && state.run.same(*tried)
-		if landed {
-			c.Restore = nil // checked by the Txn that landed
-		}
-		if err := state.check(s.keys, h, c); err != nil {
-			return ClaimResult{}, err
-		}
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
+		written := 0
 		since := s.now().UTC().Truncate(time.Second)
 		for i, k := range keys {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", state.modRev[i]))
-			if state.recs[i] != nil || slices.Contains(state.keep, i) {
-				continue // mine already, or the migration source's (check refused anything else)
+			if slices.Contains(state.keep, i) {
+				continue // the migration source's (check refused anything else)
+			}
+			if state.recs[i] != nil && !c.Start {
+				continue // mine already: an adoption leaves it as it is
+			}
+			// A start rewrites keys that are mine already (stale ones of
+			// an earlier run), so their ModRevision moves: a release of
+			// stale keys that looked before this start (ReleaseStale)
+			// then leaves them alone.
+			if state.recs[i] == nil {
+				written++
 			}
 			rec := Record{Host: h.Host, UUID: c.UUID, Name: c.Name, Lease: h.Lease, Since: since}
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
+		}
+		if state.incoming && !state.mig.Prepared {
+			// The destination claims: from now on the source's stop hands
+			// its keys over (and only now: see Migration.Prepared).
+			m := *state.mig
+			m.Prepared = true
+			puts = append(puts, clientv3.OpPut(s.keys.Migration(c.UUID), encode(m), clientv3.WithLease(clientv3.LeaseID(h.Lease))))
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(s.keys.Host(h.Host)), "=", clientv3.LeaseID(h.Lease)),
 			clientv3.Compare(clientv3.ModRevision(s.keys.Migration(c.UUID)), "=", state.migRev),
@@ -133,6 +171,11 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			// could list one of our disks.
 			clientv3.Compare(clientv3.ModRevision(s.keys.Dir("migrations")), "<", resp.Header.Revision+1).WithPrefix())
 		var run *Run
+		if state.incoming && state.run != nil && state.run.Host == c.IncomingFrom {
+			// A live migration continues the source's run: the hand-off
+			// moves the record here under the same sequence number.
+			run = &Run{Host: h.Host, Seq: state.run.Seq, Since: since}
+		}
 		if c.Start {
 			run = tried
 			if !landed {
@@ -167,19 +210,53 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			return ClaimResult{}, s.wrap(err, "claiming domain "+c.Name)
 		}
 		if resp.Succeeded {
-			n := len(puts)
-			if c.Intent != nil {
-				n--
-			}
-			if run != nil && !landed {
-				n--
-			}
-			return ClaimResult{Written: n, Pending: len(state.keep), Revision: resp.Header.Revision, Run: run}, nil
+			return ClaimResult{Written: written, Pending: len(state.keep), Revision: resp.Header.Revision, Run: run}, nil
 		}
 		// Else ran the reads: decide again from what is there now.
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
 	}
 	return ClaimResult{}, fmt.Errorf("claiming domain %s: %w", c.Name, ErrConflict)
+}
+
+// Check decides c for h as Claim would, from one read of the same keys at
+// one revision, and writes nothing: "would this start be allowed now?".
+// A Claim right after may still be refused (the keys can change in
+// between); a Check never takes anything.
+//
+// Outcomes: as Claim (nil: Claim would succeed now; *HeldError;
+// ErrNoSession; ErrUnavailable, wrapped), but never ErrConflict. For
+// c.Unprotected (mode="off") h needs no session: only h.Host is used.
+func (s *Store) Check(ctx context.Context, h Holder, c Claim) error {
+	keys, err := s.claimKeysOf(c)
+	if err != nil {
+		return err
+	}
+	resp, err := s.readClaim(ctx, s.claimReads(h, keys))
+	if err != nil {
+		return s.wrap(err, "reading the claim of domain "+c.Name)
+	}
+	_, err = s.decide(h, keys, c, resp.Responses)
+	return err
+}
+
+// decide is the one decision of Claim and Check over one read of the
+// claim's keys (claimReads).
+func (s *Store) decide(h Holder, keys []claimKey, c Claim, rs []*etcdserverpb.ResponseOp) (claimState, error) {
+	st, err := s.readClaimState(h, keys, rs)
+	if err != nil {
+		return st, err
+	}
+	return st, st.check(s.keys, h, c)
+}
+
+// claimKeysOf is claimKeys for c, within what one Txn takes.
+func (s *Store) claimKeysOf(c Claim) ([]claimKey, error) {
+	keys := s.claimKeys(c.UUID, c.Disks)
+	if len(keys)-1 > MaxClaimDisks {
+		return nil, fmt.Errorf("lease: domain %s has %d writable shared disks; one claim holds at most %d (a domain and its disks are claimed in one etcd transaction, and etcd takes at most 128 operations in one by default)",
+			c.Name, len(keys)-1, MaxClaimDisks)
+	}
+	return keys, nil
 }
 
 type claimKey struct {
@@ -234,6 +311,12 @@ type claimState struct {
 	unfenced map[string]Unfenced // by host
 	mig      *Migration
 	migRev   int64
+	// migCreate and migLease are the record's CreateRevision and the
+	// lease it is attached to.
+	migCreate int64
+	migLease  ID
+	// incoming: the claim is the recorded incoming migration (check).
+	incoming bool
 	keep     []int // keys left to a migration's source (not written)
 	intent   *Intent
 	run      *Run // the domain's runs record; nil when absent
@@ -279,17 +362,21 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 	for _, kv := range rs[len(keys)+2].GetResponseRange().Kvs {
 		u, err := decode[Unfenced](string(kv.Key), kv.Value)
 		if err != nil {
-			return st, err
+			// It may list a guest still running on that host, and says
+			// nothing of which: every start must wait for an operator.
+			return st, fmt.Errorf("%w; no host starts guests while it is unreadable, since it may list guests still running on host %s: once that host is known to be down, virtlease release --force --host %s deletes it",
+				err, s.keys.Name(string(kv.Key)), s.keys.Name(string(kv.Key)))
 		}
 		st.unfenced[s.keys.Name(string(kv.Key))] = u
 	}
 	for _, kv := range rs[len(keys)+3].GetResponseRange().Kvs {
 		m, err := decode[Migration](string(kv.Key), kv.Value)
 		if err != nil {
-			return st, err
+			return st, fmt.Errorf("%w; no host starts guests while it is unreadable, since it may list disks of a migration in flight: inspect it with etcdctl get %s and delete it once no migration of domain %s runs",
+				err, kv.Key, s.keys.Name(string(kv.Key)))
 		}
 		if string(kv.Key) == s.keys.Migration(s.keys.Name(keys[0].key)) {
-			st.mig, st.migRev = &m, kv.ModRevision
+			st.mig, st.migRev, st.migCreate, st.migLease = &m, kv.ModRevision, kv.CreateRevision, ID(kv.Lease)
 			continue
 		}
 		st.otherMigs = append(st.otherMigs, otherMigration{uuid: s.keys.Name(string(kv.Key)), m: m})
@@ -326,11 +413,14 @@ func drainedBy(d *Drain) string {
 
 // check refuses the claim unless every key is absent or mine and h may start
 // guests. On success it leaves in st.recs only the records that are mine.
+//
+// An unprotected domain (mode="off") needs no session and ignores drain:
+// it only must not start over another's claim.
 func (st *claimState) check(keys Keys, h Holder, c Claim) error {
-	if st.host == nil || ID(st.host.Lease) != h.Lease {
+	if !c.Unprotected && (st.host == nil || ID(st.host.Lease) != h.Lease) {
 		return fmt.Errorf("%w: %s is missing or on another lease", ErrNoSession, keys.Host(h.Host))
 	}
-	if c.Start && st.drain != nil {
+	if c.Start && st.drain != nil && !c.Unprotected {
 		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
 			Why: fmt.Sprintf("host %s is draining since %s%s and takes no new guests (virtlease undrain --host %s ends it)",
 				h.Host, st.drain.Since.UTC().Format(time.RFC3339), drainedBy(st.drain), h.Host)}
@@ -338,16 +428,18 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 	if c.Start && st.runErr != nil {
 		return st.runErr
 	}
-	if c.Restore != nil {
-		if err := CheckRestore(c.Name, h.Host, st.run, c.Restore.Mine); err != nil {
+	if r := c.Restore; r != nil && !(r.tried != nil && st.run != nil && st.run.same(*r.tried)) {
+		if err := CheckRestore(c.Name, h.Host, st.run, r.Mine); err != nil {
 			return err
 		}
 	}
-	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host
+	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host &&
+		st.migLease == h.Lease && (c.IncomingRev == 0 || c.IncomingRev == st.migCreate)
 	if c.IncomingFrom != "" && !incoming {
-		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
-			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd", c.Name, c.IncomingFrom, h.Host)}
+		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name, notIncoming: true,
+			Why: fmt.Sprintf("no migration of %s from host %s to host %s is recorded in etcd (for this migration, on this host's session)", c.Name, c.IncomingFrom, h.Host)}
 	}
+	st.incoming = incoming
 	if st.mig != nil && st.mig.To != h.Host && (c.Start || st.mig.From != h.Host) { // the source keeps its running guest until the hand-off
 		return &HeldError{Key: keys.Migration(c.UUID), Want: c.Name,
 			Why: fmt.Sprintf("domain %s (%s) is being migrated from host %s to host %s since %s", c.Name, c.UUID, st.mig.From, st.mig.To, st.mig.Since.UTC().Format(time.RFC3339))}
@@ -370,6 +462,11 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 			// The source's, until it hands the keys over.
 			st.recs[i] = nil
 			st.keep = append(st.keep, i)
+			continue
+		}
+		if c.Unprotected && rec.Host == h.Host && rec.UUID == c.UUID {
+			// This host's own (stale) claim of this domain: not another's.
+			st.recs[i] = nil
 			continue
 		}
 		if !rec.heldBy(h, c.UUID) {
@@ -406,6 +503,28 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 // intent, when not nil, is written to PREFIX/intents/UUID in the same Txn,
 // and only if at least the domain key was mine (a clean stop of an HA guest).
 func (s *Store) Release(ctx context.Context, h Holder, uuid string, disks []string, intent *Intent) (int, error) {
+	return s.release(ctx, h, uuid, disks, intent, 0)
+}
+
+// ReleaseStale is Release for the keys of a domain that h's Holdings
+// listed as d and that libvirt then reported inactive here: keys written
+// since Holdings read them are left alone. A start between that look and
+// this release writes every key of the domain again (Claim with Start), so
+// its keys survive; without it the release would delete the keys of a
+// guest that just started, and another host could start it too.
+//
+// Outcomes: as Release; keys claimed again since d was read are kept and
+// not counted.
+func (s *Store) ReleaseStale(ctx context.Context, h Holder, d DomainStatus) (int, error) {
+	if d.Revision == 0 {
+		return 0, fmt.Errorf("releasing domain %s: no revision to compare against (not listed by Holdings)", d.UUID)
+	}
+	return s.release(ctx, h, d.UUID, d.Disks, nil, d.Revision)
+}
+
+// release is Release that, when notAfter is not 0, deletes only keys last
+// written at or before revision notAfter.
+func (s *Store) release(ctx context.Context, h Holder, uuid string, disks []string, intent *Intent, notAfter int64) (int, error) {
 	keys := s.claimKeys(uuid, disks)
 	ops := make([]clientv3.Op, len(keys))
 	for i, k := range keys {
@@ -427,6 +546,9 @@ func (s *Store) Release(ctx context.Context, h Holder, uuid string, disks []stri
 			rec, err := decode[Record](k.key, kvs[0].Value)
 			if err != nil || !rec.heldBy(h, uuid) || ID(kvs[0].Lease) != h.Lease {
 				continue
+			}
+			if notAfter != 0 && kvs[0].ModRevision > notAfter {
+				continue // claimed again since the caller looked
 			}
 			domainMine = domainMine || i == 0
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.key), "=", kvs[0].ModRevision))

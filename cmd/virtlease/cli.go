@@ -67,14 +67,23 @@ Exit codes: 0 ok, 1 refused or conflict, 2 usage or config, 3 etcd unavailable.`
 libvirtd runs /etc/libvirt/hooks/qemu (a link to this binary; a link or copy
 in /etc/libvirt/hooks/qemu.d/ works too). It never writes to stdout.
 
+This is the real thing: prepare claims web1 for this host (and sets an HA
+guest's intent to running). To ask whether a start would be allowed
+without claiming anything, use virtlease check.
+
 Examples:
-   virsh dumpxml web1 | virtlease hook qemu web1 prepare begin -   # would this host be allowed to start web1?
+   virsh dumpxml web1 | virtlease check --xml - web1                # would this host be allowed to start web1? (read-only)
    virsh dumpxml web1 | virtlease hook qemu web1 release end -     # release what this host holds for web1
 
 Exit codes: 0 ok, 1 refused, 2 usage or config, 3 etcd unavailable.`,
 				SkipFlagParsing: true,
 				Action: func(c *cli.Context) error {
 					a := c.Args().Slice()
+					if len(a) == 1 && (a[0] == "--help" || a[0] == "-h" || a[0] == "help") {
+						// SkipFlagParsing hands --help to us, not to the CLI.
+						cli.HelpPrinter(c.App.Writer, cli.CommandHelpTemplate, c.Command)
+						return nil
+					}
 					if len(a) > 0 && a[0] == "qemu" {
 						a = a[1:]
 					}
@@ -281,6 +290,7 @@ Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3
 					return runUndrain(c.Context, cfg, host, c.App.Writer)
 				},
 			},
+			checkCommand(getenv, configFlag),
 			shutdownCommand(getenv),
 			haCommand(getenv, configFlag),
 			{
@@ -317,6 +327,9 @@ Example:
 				},
 			},
 		},
+	}
+	if len(args) == 0 {
+		args = []string{"virtlease"} // an empty argv (execve allows it)
 	}
 	err := app.Run(args)
 	var ee *exitError

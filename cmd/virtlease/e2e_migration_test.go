@@ -9,6 +9,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -501,4 +503,122 @@ func TestE2EMigratedGuestReconciled(t *testing.T) {
 	if _, err := os.Stat(f.HostDir(b) + "/run/virtlease/migrated/" + labVM2UUID); err == nil {
 		t.Logf("host-b still has the migrated marker of the finished migration")
 	}
+}
+
+// holdMigrateBegin wraps host's hook so that, after the real hook's
+// `migrate begin` (the incoming marker and the migration record are
+// written by then), the call waits while ETC/hooks/hold exists, having
+// left ETC/hooks/held. It returns the path of held (seen from outside) and
+// release, which lets the held call go on. libvirt calls the destination's
+// prepare right after migrate begin, so this is the only way to act between
+// the two deterministically. The hook is put back when the test ends.
+func (f *fmLab) holdMigrateBegin(t *testing.T, host string) (held string, release func()) {
+	t.Helper()
+	dir := filepath.Dir(f.HookPath(host))
+	hold, held := filepath.Join(dir, "hold"), filepath.Join(dir, "held")
+	// The real hook keeps the basename qemu: that is what makes the
+	// binary a hook.
+	real := filepath.Join(dir, "wrapped", "qemu")
+	if err := os.MkdirAll(filepath.Dir(real), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("cp", "-p", f.HookPath(host), real).Run(); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := `#!/bin/sh
+# e2e test: the real hook, then hold the destination's migrate begin
+/etc/libvirt/hooks/wrapped/qemu "$@"
+rc=$?
+if [ "$2" = migrate ] && [ -e /etc/libvirt/hooks/hold ]; then
+	: >/etc/libvirt/hooks/held
+	i=0
+	while [ -e /etc/libvirt/hooks/hold ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+fi
+exit $rc
+`
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.HookPath(host)+".wrap", []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(f.HookPath(host)+".wrap", f.HookPath(host)); err != nil {
+		t.Fatal(err)
+	}
+	release = func() { os.Remove(hold) }
+	t.Cleanup(func() {
+		release()
+		os.Remove(held)
+		if err := os.Rename(real, f.HookPath(host)); err != nil {
+			t.Errorf("putting %s's hook back: %v", host, err)
+		}
+	})
+	return held, release
+}
+
+// TestE2EMigrationRefusedPrepareThenStart (review finding C1): host-c's
+// watchdog stops between the migrate and prepare hooks of a live migration
+// host-b → host-c (vm1 runs on host-c, so the watchdog keeps its session
+// and only marks it stopped). host-c's prepare is refused, the migration
+// fails and vm2 stays on host-b. The watchdog comes back on the same
+// session and the operator, seeing the failed migration, runs `virsh start
+// vm2` on host-c: it must be refused (host-b runs it). It once was not: the
+// refused prepare left the incoming marker and the migration record behind,
+// the plain start claimed "as incoming" and vm2 ran on both hosts, for as
+// long as host-b's copy ran.
+func TestE2EMigrationRefusedPrepareThenStart(t *testing.T) {
+	f := newFM(t, 3)
+	const b, c = "host-b", "host-c"
+	const name, uuid = "vm2", labVM2UUID
+	disk := f.vm2Disk()
+	f.mustStart(t, c, "vm1")
+	q := f.placeOn(t, b, name, uuid)
+	leaseC := f.hostLease(t, c)
+	held, release := f.holdMigrateBegin(t, c)
+	migrated := make(chan error, 1)
+	go func() {
+		_, err := f.migrate(b, c, name, uuid)
+		migrated <- err
+	}()
+	fmWaitFor(t, "host-c's migrate hook held", 30*time.Second, func() bool {
+		_, err := os.Stat(held)
+		return err == nil
+	})
+	f.sh(t, "stop-watchdog", c)
+	t.Cleanup(func() { f.labsh(time.Minute, "start-watchdog", c) })
+	release()
+	err := <-migrated
+	if err == nil {
+		t.Fatal("the migration succeeded although host-c's watchdog was stopped before its prepare")
+	}
+	t.Logf("migration refused as expected: %v", err)
+	f.sh(t, "start-watchdog", c)
+	if got := f.hostLease(t, c); got != leaseC {
+		t.Fatalf("host-c's watchdog came back on lease %x, not its old %x: the scenario needs the same session", got, leaseC)
+	}
+	if !q.Alive() {
+		t.Fatal("the source's QEMU died")
+	}
+	if err := f.tryStart(c, name); err == nil {
+		t.Errorf("virsh start %s on host-c succeeded after the refused migration: it now runs on host-b and host-c", name)
+		time.Sleep(time.Second) // the checker sees both
+		f.Virsh(c, "destroy", name)
+	} else {
+		t.Logf("plain start on host-c refused: %v", err)
+		if !strings.Contains(err.Error(), b) {
+			t.Errorf("refused, but not for host-b's claim: %v", err)
+		}
+	}
+	if !q.Alive() {
+		t.Fatal("the source's QEMU died")
+	}
+	f.onlyOn(t, uuid, b)
+	f.heldBy(t, b, uuid, disk)
+	for _, m := range []string{"incoming", "migrated"} {
+		if _, err := os.Stat(f.HostDir(c) + "/run/virtlease/" + m + "/" + uuid); err == nil {
+			t.Errorf("host-c's %s marker for %s left behind", m, name)
+		}
+	}
+	f.noMigrations(t, 10*time.Second)
+	f.ck.Check(t)
 }

@@ -49,7 +49,8 @@ func requireReason(t *testing.T, l *Lab, host, name, want string) {
 // naming that host and `virsh managedsave-remove`, with no QEMU started
 // and no key left; a live migration into the saving host is refused too
 // (libvirt would keep the stale state through it); doing what the message
-// says then boots the guest fresh.
+// says then boots the guest fresh; after a live migration the destination
+// restores what it saved.
 func TestE2EManagedSaveRestore(t *testing.T) {
 	l := startLab(t, 2)
 	a, b := l.Hosts[0], l.Hosts[1]
@@ -121,5 +122,19 @@ func TestE2EManagedSaveRestore(t *testing.T) {
 	l.RequireHeldBy(labVM2UUID, a, 1)
 	if r := l.lastRun(labVM2UUID); r.Host != a || r.Seq != 5 {
 		t.Fatalf("runs record after the fresh start: %+v, want %s run 5", r, a)
+	}
+
+	// A live migration continues the run on host-b: the hand-off moves the
+	// record there, so host-b may restore what it saves afterwards.
+	l.MustVirsh(a, "migrate", "--live", "vm2", l.URI(b), "tcp://127.0.0.1")
+	l.RequireHeldBy(labVM2UUID, b, 1)
+	if r := l.lastRun(labVM2UUID); r.Host != b || r.Seq != 5 {
+		t.Fatalf("runs record after the migration: %+v, want %s run 5", r, b)
+	}
+	l.MustVirsh(b, "managedsave", "vm2")
+	l.MustVirsh(b, "start", "vm2")
+	requireReason(t, l, b, "vm2", "running (restored)")
+	if r := l.lastRun(labVM2UUID); r.Host != b || r.Seq != 6 {
+		t.Fatalf("runs record after host-b's restore: %+v, want %s run 6", r, b)
 	}
 }

@@ -164,3 +164,29 @@ func TestIsHookName(t *testing.T) {
 		}
 	}
 }
+
+// With etcd auth the hook logs in first. Against an etcd that never
+// answers, that login must end with the hook's own deadline, not
+// etcd.dial_timeout: prepare then refuses through its own path (exit 3,
+// the refused marker written), and the release calls that follow answer
+// from the marker.
+func TestHookLoginEndsWithHookDeadline(t *testing.T) {
+	config, state := hookHost(t, silentEtcd(t), "1s")
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("secret\n"), 0o600)
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "etcd:\n", "etcd:\n  username: vl\n  password_file: "+pw+"\n  dial_timeout: 30s\n", 1)
+	os.WriteFile(config, []byte(cfg), 0o644)
+	var stderr bytes.Buffer
+	code := runHook([]string{"vm-nbd", "prepare", "begin", "-"}, bytes.NewReader(domainXML(t)), &stderr, func(string) string { return "" }, config, state)
+	if code != 3 || !strings.Contains(stderr.String(), "cannot start vm-nbd") {
+		t.Fatalf("exit %d, stderr %q: want 3 and prepare's own refusal", code, stderr.String())
+	}
+	marks, _ := filepath.Glob(filepath.Join(state, "refused", "*"))
+	if len(marks) != 1 {
+		t.Fatalf("no refused marker: the login outlived the hook's context (stderr %q)", stderr.String())
+	}
+}

@@ -18,7 +18,7 @@ func main() {
 
 // run is main without process globals, for tests.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	if isHookName(args[0]) {
+	if len(args) > 0 && isHookName(args[0]) {
 		return runHook(args[1:], stdin, stderr, getenv, "", defaultStateDir)
 	}
 	return runCLI(args, stdin, stdout, stderr, getenv)

@@ -131,7 +131,12 @@ func confirm(stdin io.Reader, w io.Writer, a *lease.Action) (bool, error) {
 	return false, nil
 }
 
-func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "an unknown time" // an unreadable record
+	}
+	return t.UTC().Format(time.RFC3339)
+}
 
 // isTerminal reports whether r is a terminal an operator can answer on.
 func isTerminal(r io.Reader) bool {

@@ -250,7 +250,7 @@ func (in *checkInput) checkHookBlocking() []violation {
 				continue
 			}
 			switch f.Kind {
-			case "libvirtd-stop", "libvirtd-kill", "power-loss", "watchdog-kill", "watchdog-stop":
+			case "libvirtd-stop", "libvirtd-kill", "power-loss", "watchdog-kill", "watchdog-stop", "mig-watchdog-stop", "mig-libvirtd-restart":
 			default:
 				continue // a partition must not block libvirtd: the hook's deadline holds
 			}
@@ -541,7 +541,7 @@ func (in *checkInput) stats() stats {
 				continue
 			}
 			switch f.Kind {
-			case "watchdog-kill", "watchdog-stop", "power-loss", "crash-all":
+			case "watchdog-kill", "watchdog-stop", "power-loss", "crash-all", "mig-watchdog-stop":
 				watchdogDown = true
 			}
 			if last == nil || f.Start.After(last.Start) {

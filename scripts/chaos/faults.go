@@ -70,6 +70,8 @@ var faultKinds = []struct {
 	{"power-loss", 10},
 	{"crash-all", 5},
 	{"qemu-kill", 5},
+	{"mig-watchdog-stop", 6},
+	{"mig-libvirtd-restart", 6},
 }
 
 // drawFault draws the next fault from the seed's generator.
@@ -95,7 +97,7 @@ func (c *campaign) drawFault(rng *rand.Rand, cycle int) *fault {
 		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
 	}
 	f := &fault{Cycle: cycle, Kind: kind, Member: -1}
-	if !strings.HasPrefix(kind, "etcd-") {
+	if !strings.HasPrefix(kind, "etcd-") && !isMigFault(kind) {
 		f.Host = c.lab.hosts[rng.IntN(len(c.lab.hosts))]
 	}
 	switch kind {
@@ -123,6 +125,12 @@ func (c *campaign) drawFault(rng *rand.Rand, cycle int) *fault {
 		f.Hold = u(time.Second, ttl+4*time.Second)
 	case "qemu-kill":
 		f.Hold = 0
+	case "mig-watchdog-stop":
+		// back before the stand-in watchdog device fires (ttl − 2 ×
+		// renew − 1 s): a restart, not a reset
+		f.Hold = u(200*time.Millisecond, 1500*time.Millisecond)
+	case "mig-libvirtd-restart":
+		f.Hold = u(200*time.Millisecond, 3*time.Second)
 	case "crash-all":
 		// back before the stand-in watchdog device fires: a crash of
 		// every daemon and guest, not a reboot
@@ -144,6 +152,8 @@ func (c *campaign) inject(f *fault) {
 	hold := func() { time.Sleep(f.Hold) }
 	f.Start = time.Now()
 	switch f.Kind {
+	case "mig-watchdog-stop", "mig-libvirtd-restart":
+		c.injectMigration(f, fail)
 	case "freeze-short", "freeze-long":
 		c.event("FAULT %s: freeze %s's proxies for %s", f.Kind, f.Host, f.Hold)
 		fail(l.mustSh(30*time.Second, "freeze", f.Host))
