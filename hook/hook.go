@@ -395,6 +395,10 @@ func (h *Hook) Check(ctx context.Context, dom Domain) error {
 		return connectError("cannot start "+dom.Name, err)
 	}
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	if _, ok := h.savedState(dom); ok {
+		// virsh start restores a managed save: judge it as its restore.
+		c.Restore = &lease.Restore{Mine: h.lastRun(dom.UUID)}
+	}
 	return startError(dom.Name, claims.Check(ctx, s.Holder(), c))
 }
 

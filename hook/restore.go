@@ -112,15 +112,23 @@ func (h *Hook) takeRestoring(uuid string) *lease.Restore {
 // Outcomes: nil when no such state exists (or Config.SaveDir is ""); an
 // *Error with ExitRefused naming the file and what to do otherwise.
 func (h *Hook) checkNoSavedState(dom Domain) error {
-	if h.Config.SaveDir == "" {
-		return nil
-	}
-	p := filepath.Join(h.Config.SaveDir, dom.Name+".save")
-	if _, err := os.Stat(p); err != nil {
+	p, ok := h.savedState(dom)
+	if !ok {
 		return nil
 	}
 	return &Error{Code: ExitRefused, Err: fmt.Errorf("refusing to start %s here: this host keeps a saved state of it from an earlier run (%s), which a later virsh start would restore over the disks this run writes; `virsh managedsave-remove %s` discards it (its memory only; the disks stay), then try again",
 		dom.Name, p, dom.Name)}
+}
+
+// savedState returns the path of libvirt's managed save of dom on this
+// host, and whether there is one.
+func (h *Hook) savedState(dom Domain) (string, bool) {
+	if h.Config.SaveDir == "" {
+		return "", false
+	}
+	p := filepath.Join(h.Config.SaveDir, dom.Name+".save")
+	_, err := os.Stat(p)
+	return p, err == nil
 }
 
 // runPath is where this host keeps the run its last start of uuid got.

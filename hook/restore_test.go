@@ -244,3 +244,27 @@ func TestStartRefusedOverSavedState(t *testing.T) {
 		}
 	})
 }
+
+// virtlease check of a domain with a managed save here judges what virsh
+// start would do: restore it.
+func TestCheckJudgesTheRestore(t *testing.T) {
+	e := newEnv(t)
+	mine := lease.Run{Host: "host-a", Seq: 5, Since: runAt}
+	e.remember(t, mine)
+	h := e.hook(t)
+	dom, err := ParseDomain(fixture(t, "rbd-auth-hosts.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Check(context.Background(), dom); err != nil || e.claims.checks[0].Restore != nil {
+		t.Fatalf("no saved state: %v, checked as a restore: %+v", err, e.claims.checks[0].Restore)
+	}
+	os.MkdirAll(filepath.Join(e.dir, "save"), 0o755)
+	os.WriteFile(filepath.Join(e.dir, "save", "vm-rbd.save"), []byte("state"), 0o600)
+	if err := h.Check(context.Background(), dom); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.claims.checks[1].Restore; r == nil || r.Mine == nil || r.Mine.Seq != 5 {
+		t.Fatalf("with a managed save, checked as %+v; want the restore of run 5", r)
+	}
+}
