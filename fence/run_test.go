@@ -54,6 +54,9 @@ func (partitionedSessions) Grant(context.Context, time.Duration) (lease.ID, time
 }
 func (partitionedSessions) Register(context.Context, lease.HostRecord) error { return nil }
 func (partitionedSessions) Revoke(context.Context, lease.ID) error           { return nil }
+func (partitionedSessions) GetUnfenced(context.Context, string) (lease.Unfenced, int64, bool, error) {
+	return lease.Unfenced{}, 0, false, nil // no record: the first start of this boot finds none to delete
+}
 func (partitionedSessions) Renew(ctx context.Context, _ lease.ID) (time.Duration, error) {
 	<-ctx.Done()
 	return 0, ctx.Err()

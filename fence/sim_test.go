@@ -119,7 +119,10 @@ type sim struct {
 	staleUntil, electedAt time.Duration
 	rr                    int
 
-	guests   map[string]int // name → kill rounds it survives (-1: unkillable)
+	guests map[string]int // name → kill rounds it survives (-1: unkillable)
+	// hidden guests run and hold keys, but the fence cannot see them (a
+	// blind /proc scan).
+	hidden   map[string]bool
 	unfenced *lease.Unfenced
 	// hardware watchdog device model
 	device     bool // configured
@@ -136,9 +139,11 @@ type pending struct {
 
 type simClock struct{ s *sim }
 
-func (c simClock) Now() time.Duration                   { return c.s.now }
-func (c simClock) After(time.Duration) <-chan struct{}  { return nil }
-func (s *sim) Running(context.Context) ([]Guest, error) { return s.guestList(), nil }
+func (c simClock) Now() time.Duration                  { return c.s.now }
+func (c simClock) After(time.Duration) <-chan struct{} { return nil }
+func (s *sim) Running(context.Context) ([]Guest, error) {
+	return slices.DeleteFunc(s.guestList(), func(g Guest) bool { return s.hidden[g.Name] }), nil
+}
 func (s *sim) guestList() []Guest {
 	var gs []Guest
 	for name := range s.guests {
@@ -159,22 +164,38 @@ func (s *sim) Kill(_ context.Context, gs []Guest) []Guest {
 			continue
 		}
 		delete(s.guests, g.Name)
+		delete(s.hidden, g.Name)
 	}
 	return left
 }
 
-// The Sessions calls the watchdog makes outside renewals answer at once.
+// The Sessions calls the watchdog makes outside renewals answer at once,
+// or fail at once while the network is partitioned.
 func (s *sim) Grant(context.Context, time.Duration) (lease.ID, time.Duration, error) {
 	panic("via launch")
 }
 func (s *sim) Renew(context.Context, lease.ID) (time.Duration, error) { panic("via launch") }
 func (s *sim) Register(context.Context, lease.HostRecord) error       { panic("via launch") }
+func (s *sim) etcdDown() error {
+	if s.partitioned {
+		return fmt.Errorf("%w: partitioned", lease.ErrUnavailable)
+	}
+	return nil
+}
 func (s *sim) Revoke(_ context.Context, id lease.ID) error {
+	if err := s.etcdDown(); err != nil {
+		return err
+	}
 	s.logf("etcd: lease %s revoked", id)
-	delete(s.expires, id)
+	// Its keys vanish at once: as at an expiry, no guest of ours may run.
+	s.expires[id] = s.now
+	s.checkExpiry()
 	return nil
 }
 func (s *sim) Claim(_ context.Context, h lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
+	if err := s.etcdDown(); err != nil {
+		return lease.ClaimResult{}, err
+	}
 	s.logf("etcd: %s claims %s", h, c.Name)
 	return lease.ClaimResult{}, nil
 }
@@ -190,6 +211,9 @@ func (s *sim) Holdings(ctx context.Context, h lease.Holder) (lease.Holdings, err
 	return lease.Holdings{Domains: ds}, err
 }
 func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) {
+	if err := s.etcdDown(); err != nil {
+		return nil, err
+	}
 	var ds []lease.DomainStatus
 	for _, g := range s.guestList() {
 		ds = append(ds, lease.DomainStatus{Record: lease.Record{UUID: g.UUID, Name: g.Name}, Disks: []string{"disk-" + g.Name}})
@@ -197,17 +221,26 @@ func (s *sim) Held(context.Context, lease.Holder) ([]lease.DomainStatus, error) 
 	return ds, nil
 }
 func (s *sim) SetUnfenced(_ context.Context, _ string, u lease.Unfenced) error {
+	if err := s.etcdDown(); err != nil {
+		return err
+	}
 	s.unfenced = &u
 	s.logf("etcd: unfenced record written: %v", unfencedNames(u))
 	return nil
 }
 func (s *sim) GetUnfenced(context.Context, string) (lease.Unfenced, int64, bool, error) {
+	if err := s.etcdDown(); err != nil {
+		return lease.Unfenced{}, 0, false, err
+	}
 	if s.unfenced == nil {
 		return lease.Unfenced{}, 0, false, nil
 	}
 	return *s.unfenced, 1, true, nil
 }
 func (s *sim) ClearUnfenced(context.Context, string, int64) error {
+	if err := s.etcdDown(); err != nil {
+		return err
+	}
 	if s.unfenced != nil {
 		s.logf("etcd: unfenced record deleted")
 	}
@@ -303,7 +336,7 @@ func (s *sim) newWatchdog(dir string) *Watchdog {
 
 func simulate(t *testing.T, text string) (string, int) {
 	steps, end := parseSteps(t, text)
-	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]int{}}
+	s := &sim{t: t, log: &strings.Builder{}, expires: map[lease.ID]time.Duration{}, guests: map[string]int{}, hidden: map[string]bool{}}
 	dir := t.TempDir()
 	ctx := context.Background()
 	for _, st := range steps {
@@ -360,6 +393,17 @@ func simulate(t *testing.T, text string) (string, int) {
 		s.now = next
 	}
 	s.logf("end: guests running %v, leases %d", names(s.guestList()), len(s.expires))
+	if w != nil && w.active.Load() != nil && s.unfenced != nil {
+		// A watchdog with a session ok keeps no record of guests that no
+		// longer run here: it would keep them from every other host, and
+		// from HA restart, for good.
+		for _, g := range s.unfenced.Guests {
+			if _, ok := s.guests[g.Name]; !ok {
+				s.violations++
+				s.logf("STALE: our unfenced record still lists %s, which no longer runs here", g.Name)
+			}
+		}
+	}
 	return s.log.String(), s.violations
 }
 
@@ -389,11 +433,14 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 	s.logf("step: %s %s", st.verb, strings.Join(st.args, " "))
 	switch st.verb {
 	case "guest":
-		// guest NAME [unkillable | survives=N]: N kill rounds survived
-		// (uninterruptible I/O), or none ever.
+		// guest NAME [unkillable | survives=N | hidden]: N kill rounds
+		// survived (uninterruptible I/O), or none ever; or invisible to the
+		// fence (and so never killed).
 		n := 0
 		if len(st.args) > 1 && st.args[1] == "unkillable" {
 			n = -1
+		} else if len(st.args) > 1 && st.args[1] == "hidden" {
+			s.hidden[st.args[0]] = true
 		} else if len(st.args) > 1 {
 			if _, err := fmt.Sscanf(st.args[1], "survives=%d", &n); err != nil {
 				s.t.Fatalf("guest %v: %v", st.args, err)
@@ -442,6 +489,15 @@ func (s *sim) apply(st step, w **Watchdog, dir string) {
 		(*w).stop()
 		s.replies = nil
 		*w = nil
+	case "reboot":
+		// The machine restarts: guests gone, /run (the state directory)
+		// empty, and the watchdog starts afresh.
+		s.guests, s.hidden, s.replies = map[string]int{}, map[string]bool{}, nil
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+		*w = s.newWatchdog(dir)
 	case "crash":
 		// kill -9: gone, nothing written.
 		s.replies = nil

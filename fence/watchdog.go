@@ -1,12 +1,15 @@
 package fence
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,7 +97,8 @@ type Options struct {
 	// Reconcile, when set, runs the reconcile loop beside the fence loop.
 	Reconcile *ReconcileOptions
 	// Notify sends a systemd notification ("READY=1", "WATCHDOG=1",
-	// "STOPPING=1"); nil means none.
+	// "STOPPING=1"); nil means none. It may block: the watchdog calls it
+	// from a goroutine of its own, never from the fence loop.
 	Notify func(state string)
 }
 
@@ -123,6 +127,22 @@ type Watchdog struct {
 	// started is this process's start, written in every host record so a
 	// record of our own (a grant whose reply was lost) is recognised.
 	started time.Time
+	// background runs etcd work the loop must not wait for (it never
+	// waits on etcd): work returns what the loop then applies. New runs it
+	// inline (the scenario simulator and unit tests); Run on a goroutine,
+	// its outcome fed back through applies.
+	background func(work func() (apply func()))
+	applies    chan func()
+	// recoverRunning: recover is under way; clearing: a delete of our
+	// unfenced record is under way.
+	recoverRunning, clearing bool
+	// clearRecord: our unfenced record, if any, is void (its guests are
+	// ours again under a live session, or dead) and is to be deleted;
+	// retried after every renewal until done.
+	clearRecord bool
+	// heldOnce: this process has held a session.
+	heldOnce bool
+	notifier notifier
 	// resumed is the state of the session file this process resumed, until
 	// the first renewal settles whether that session is alive.
 	resumed lease.SessionState
@@ -138,6 +158,20 @@ type Watchdog struct {
 	// active is the holder while the session is ok (nil otherwise), for
 	// the reconciler's goroutine.
 	active atomic.Pointer[lease.Holder]
+	// view is the session as the loop last published it, for log lines
+	// written on other goroutines (the reconciler's kills): the loop alone
+	// reads and writes lease and deadline.
+	view atomic.Pointer[sessionView]
+	// quit closes when Run returns: work still under way then (a renewal
+	// stuck until its deadline) drops its outcome instead of waiting for a
+	// loop that is gone.
+	quit chan struct{}
+}
+
+// sessionView is the session as other goroutines see it.
+type sessionView struct {
+	lease lease.ID
+	at    time.Duration // the deadline: when etcd may expire the lease
 }
 
 // renewal is one request to etcd and, once answered, its outcome.
@@ -165,7 +199,11 @@ func New(o Options) *Watchdog {
 	if o.Metrics == nil {
 		o.Metrics = noMetrics{}
 	}
-	return &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix)}
+	w := &Watchdog{o: o, results: make(chan renewal, 1), started: time.Now().UTC().Truncate(time.Second), keys: lease.NewKeys(o.Prefix),
+		quit: make(chan struct{}), applies: make(chan func())}
+	w.background = func(work func() func()) { work()() }
+	w.notifier = notifier{send: o.Notify, wake: make(chan struct{}, 1)}
+	return w
 }
 
 func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "session") }
@@ -179,9 +217,26 @@ func (w *Watchdog) sessionPath() string { return filepath.Join(w.o.StateDir, "se
 //   - an error wrapping ErrFatal: this host cannot hold a session at all.
 func (w *Watchdog) Run(ctx context.Context) error {
 	w.resume()
+	defer close(w.quit)
 	w.launch = func(req renewal) {
-		go func() { w.results <- w.renew(ctx, req) }()
+		go func() {
+			r := w.renew(ctx, req)
+			select {
+			case w.results <- r:
+			case <-w.quit:
+			}
+		}()
 	}
+	w.background = func(work func() func()) {
+		go func() {
+			apply := work()
+			select {
+			case w.applies <- apply:
+			case <-w.quit:
+			}
+		}()
+	}
+	go w.notifier.run(w.quit)
 	if w.o.Reconcile != nil {
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -198,7 +253,7 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		w.tick(ctx, now)
 		// The loop is alive: systemd's watchdog is about this process, not
 		// about etcd (fencing is our own business).
-		w.o.Notify("WATCHDOG=1")
+		w.notifier.notify("WATCHDOG=1")
 		// Pet right after tick, before sleeping: a fence that has just
 		// killed the last guest must pet now, not at the next wake-up,
 		// which may come after the device has fired.
@@ -218,8 +273,10 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			}
 			if !ready && w.lease != 0 && !w.fencing {
 				ready = true
-				w.o.Notify("READY=1")
+				w.notifier.notify("READY=1")
 			}
+		case apply := <-w.applies:
+			apply()
 		}
 	}
 }
@@ -251,6 +308,7 @@ func (w *Watchdog) pet() {
 // has passed with no newer acknowledgement, keep killing while fencing, and
 // launch the next renewal (or new session) when one is due.
 func (w *Watchdog) tick(ctx context.Context, now time.Duration) {
+	w.publish()
 	// A session resumed from a clean stop is not fenced at its old
 	// deadline: our unfenced record keeps its guests from every other host
 	// until the first renewal tells whether the session is still alive.
@@ -389,6 +447,7 @@ func (w *Watchdog) newSession(ctx context.Context, old lease.ID) (lease.ID, time
 }
 
 func (w *Watchdog) handle(ctx context.Context, r renewal) error {
+	defer w.publish()
 	if r.fresh {
 		w.granting = false
 	} else {
@@ -428,89 +487,199 @@ func (w *Watchdog) handle(ctx context.Context, r renewal) error {
 		// The resumed session is alive: we are back in time, nothing ran
 		// unprotected; the unfenced record (if we left one) goes.
 		w.resumed = ""
-		w.clearUnfenced(ctx)
+		w.clearRecord = true
 	}
 	if r.fresh {
 		// A new session: fencing ends, the old deadline no longer binds.
 		old := w.lease
 		w.lease, w.deadline, w.fencing = r.id, d, false
 		w.o.Log.Info("session held", "lease", r.id.String(), "ttl", r.ttl.String(), "previous", old.String())
+		if !w.heldOnce {
+			w.heldOnce = true
+			if w.firstStartThisBoot() {
+				// Our unfenced record, if any, is from an earlier boot:
+				// the guests it lists died with it.
+				w.clearRecord = true
+			}
+			if err := MarkHeldThisBoot(w.o.StateDir); err != nil {
+				w.o.Log.Error("cannot mark that a session was held on this boot", "err", err.Error())
+			}
+		}
 	} else {
 		w.deadline = w.deadline.Later(d)
 	}
+	w.publish()
 	if w.fencing {
 		return nil
-	}
-	if r.fresh && w.recovering {
-		w.recover(ctx)
 	}
 	if r.fresh && w.resumed != "" {
 		// A fresh session after a resumed one died (crash, or fencing):
 		// any leftover unfenced record of ours is void, its guests dead.
 		w.resumed = ""
-		w.clearUnfenced(ctx)
+		w.clearRecord = true
 	}
+	if w.recovering {
+		// The session is not ok (no starts, no reconcile) until recover
+		// has settled every guest.
+		if r.fresh {
+			w.startRecover(ctx)
+		}
+		return nil
+	}
+	w.startClear(ctx)
 	w.active.Store(&lease.Holder{Host: w.o.Host, Lease: w.lease})
 	return w.writeSession(lease.SessionOK)
+}
+
+// startRecover runs recover off the loop, under the current session. Its
+// outcome: every guest settled → the session is ok; a guest it could not
+// settle → fence (sticky); the session replaced meanwhile → recover again
+// under the new one.
+func (w *Watchdog) startRecover(ctx context.Context) {
+	if w.recoverRunning {
+		return
+	}
+	w.recoverRunning = true
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	w.background(func() func() {
+		recordLeft, err := w.recover(ctx, h)
+		return func() {
+			w.recoverRunning = false
+			switch {
+			case w.lease != h.Lease || w.fencing:
+				// A fence or a new session came first: recover again
+				// once there is a session to claim under.
+				if w.lease != 0 && !w.fencing && w.recovering {
+					w.startRecover(ctx)
+				}
+			case err != nil:
+				// Some guest may run here that nobody kept safe: kill
+				// everything until a new session exists. Every guest
+				// is dead then, so the record goes too.
+				w.recovering, w.clearRecord = false, true
+				w.fence(ctx, err.Error())
+			default:
+				w.recovering, w.clearRecord = false, recordLeft
+				w.startClear(ctx)
+				w.active.Store(&h)
+				w.writeSession(lease.SessionOK)
+			}
+		}
+	})
 }
 
 // recover runs once the first session after an expired clean stop exists:
 // each running guest our unfenced record lists is claimed again (it was
 // kept from every other host, so nobody can hold it), any other is killed
 // (nobody kept it safe: someone else may run it by now). Only then does
-// the record go, so the listed guests are never free.
-func (w *Watchdog) recover(ctx context.Context) {
-	w.recovering = false
-	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+// the record go, so the listed guests are never free. It runs off the
+// loop: it waits on etcd.
+//
+// Outcomes:
+//   - nil, false: every guest settled, the record (if any) deleted;
+//   - nil, true: every guest settled, the record could not be deleted (to
+//     be retried);
+//   - an error: the record could not be read, the guests could not be
+//     listed, or a guest to kill survived; the caller fences.
+func (w *Watchdog) recover(ctx context.Context, h lease.Holder) (recordLeft bool, err error) {
+	ectx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
-	u, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	u, rev, ok, err := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
 	if err != nil {
 		// Cannot tell which guests were kept safe: kill them all.
-		w.o.Log.Error("cannot read our unfenced record; killing every guest", "err", err.Error())
-		w.killAll(ctx, "recover")
-		return
+		return false, fmt.Errorf("recover: cannot read our unfenced record, so every guest is killed: %w", err)
 	}
 	listed := map[string]lease.UnfencedGuest{}
 	for _, g := range u.Guests {
 		listed[g.UUID] = g
 	}
-	gs, err := w.o.Guests.Running(ctx)
+	gs, err := w.o.Guests.Running(ectx)
 	if err != nil {
-		w.o.Log.Error("recover: cannot list guests", "err", err.Error())
+		return false, fmt.Errorf("recover: cannot list guests, so every guest is killed: %w", err)
 	}
 	var kill []Guest
-	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
 	for _, g := range gs {
 		lg, ok := listed[g.UUID]
 		if !ok {
 			kill = append(kill, g)
 			continue
 		}
-		if _, err := w.o.Sessions.Claim(ctx, h, lease.Claim{UUID: g.UUID, Name: lg.Name, Disks: lg.Disks}); err != nil {
+		if _, err := w.o.Sessions.Claim(ectx, h, lease.Claim{UUID: g.UUID, Name: lg.Name, Disks: lg.Disks}); err != nil {
 			w.o.Log.Error("recover: cannot re-claim a guest our unfenced record kept", "domain", lg.Name, "err", err.Error())
 			kill = append(kill, g)
 			continue
 		}
 		w.o.Log.Info("recover: re-claimed", "domain", lg.Name, "uuid", g.UUID)
 	}
-	w.kill(ctx, kill, "not kept safe while the watchdog was away")
+	// The kill has its own time (kill bounds it by the margin), not what
+	// the etcd calls above left of theirs.
+	if survivors := w.kill(ctx, kill, "not kept safe while the watchdog was away"); len(survivors) > 0 {
+		return false, fmt.Errorf("recover: %d guests not kept safe survived SIGKILL", len(survivors))
+	}
 	if ok {
-		if err := w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev); err != nil {
-			w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+		if err := w.o.Sessions.ClearUnfenced(ectx, w.o.Host, rev); err != nil {
+			w.o.Log.Warn("could not delete our unfenced record; retrying", "err", err.Error())
+			return true, nil
 		}
 	}
+	return false, nil
 }
 
-func (w *Watchdog) clearUnfenced(ctx context.Context) {
+// startClear deletes our unfenced record off the loop, when one is void
+// and no delete is under way; a failed delete is retried at the next call
+// (every renewal).
+func (w *Watchdog) startClear(ctx context.Context) {
+	if !w.clearRecord || w.clearing {
+		return
+	}
+	w.clearing = true
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	w.background(func() func() {
+		err := w.clearUnfenced(ctx, h)
+		return func() {
+			w.clearing = false
+			if err != nil {
+				w.o.Log.Warn("could not delete our unfenced record; retrying", "err", err.Error())
+				return
+			}
+			w.clearRecord = false
+		}
+	})
+}
+
+// clearUnfenced deletes our unfenced record, if it has not changed since
+// it was read (a stop may have written a new one meanwhile). Each guest it
+// lists that runs here is claimed under h first (a no-op when its keys are
+// h's already): until then the record is all that keeps it from other
+// hosts.
+//
+// Outcomes: nil (deleted, or there was none, or it changed since the
+// read); an error (etcd, the guest list, or a claim failed): the record
+// stays, to be tried again.
+func (w *Watchdog) clearUnfenced(ctx context.Context, h lease.Holder) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
 	defer cancel()
-	_, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
-	if err == nil && ok {
-		err = w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
+	u, rev, ok, err := w.o.Sessions.GetUnfenced(ctx, w.o.Host)
+	if err != nil || !ok {
+		return err
 	}
-	if err != nil {
-		w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+	if len(u.Guests) > 0 {
+		gs, err := w.o.Guests.Running(ctx)
+		if err != nil {
+			return fmt.Errorf("listing the guests it names: %w", err)
+		}
+		for _, g := range gs {
+			i := slices.IndexFunc(u.Guests, func(l lease.UnfencedGuest) bool { return l.UUID == g.UUID })
+			if i < 0 {
+				continue
+			}
+			l := u.Guests[i]
+			if _, err := w.o.Sessions.Claim(ctx, h, lease.Claim{UUID: l.UUID, Name: l.Name, Disks: l.Disks}); err != nil {
+				return fmt.Errorf("claiming %s, which it names and which runs here: %w", l.Name, err)
+			}
+		}
 	}
+	return w.o.Sessions.ClearUnfenced(ctx, w.o.Host, rev)
 }
 
 func (w *Watchdog) writeSession(state lease.SessionState) error {
@@ -522,16 +691,20 @@ func (w *Watchdog) writeSession(state lease.SessionState) error {
 	return nil
 }
 
-// fence kills every managed guest of this host. It never waits on etcd.
+// fence kills every managed guest of this host. It never waits on etcd,
+// and it kills before it logs: a log write can block (a journal that does
+// not read its pipe) where a kill must not.
 func (w *Watchdog) fence(ctx context.Context, reason string) {
 	w.fencing = true
 	w.fencedAt = w.o.Clock.Now()
 	w.active.Store(nil)
 	w.o.Metrics.Fenced()
+	// The hook refuses starts from here on.
 	w.writeSession(lease.SessionFencing)
-	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
-		"t", w.rel())
+	began := w.rel()
 	w.killAll(ctx, reason)
+	w.o.Log.Warn("fencing: killing every guest of this host", "reason", reason, "lease", w.lease.String(),
+		"t", began)
 }
 
 // killAll kills every running managed guest.
@@ -574,74 +747,229 @@ func (w *Watchdog) kill(ctx context.Context, gs []Guest, why string) (survivors 
 	return survivors
 }
 
-// rel is now relative to the session deadline, for logs: "-3.012s" means
-// 3 s before etcd may expire the lease.
-func (w *Watchdog) rel() string {
-	if w.lease == 0 {
-		return "no-session"
-	}
-	return (w.o.Clock.Now() - w.deadline.At()).Round(time.Millisecond).String()
+// publish makes the loop's view of the session readable by other
+// goroutines.
+func (w *Watchdog) publish() {
+	w.view.Store(&sessionView{lease: w.lease, at: w.deadline.At()})
 }
 
-// stop ends Run on SIGTERM. With no guest it revokes the session. With
-// guests it keeps the session (a restart is expected), lists them with
-// their disks in PREFIX/unfenced/HOST (which keeps them from every other
-// host, and from HA restart, until we are back or an operator clears it),
-// and marks the session file stopped so that no new guest starts here.
-func (w *Watchdog) stop() error {
-	w.o.Notify("STOPPING=1")
-	w.active.Store(nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*w.o.Config.RenewInterval)
-	defer cancel()
-	if w.lease == 0 {
-		if w.o.Device != nil {
-			w.o.Device.Close(true)
-		}
-		return nil
+// rel is now relative to the session deadline, for logs: "-3.012s" means
+// 3 s before etcd may expire the lease. Any goroutine may call it: it reads
+// what the loop last published.
+func (w *Watchdog) rel() string {
+	v := w.view.Load()
+	if v == nil || v.lease == 0 {
+		return "no-session"
 	}
-	gs, err := w.o.Guests.Running(ctx)
-	if err == nil && len(gs) == 0 {
-		if err := w.o.Sessions.Revoke(ctx, w.lease); err != nil {
+	return (w.o.Clock.Now() - v.at).Round(time.Millisecond).String()
+}
+
+// stop ends Run on SIGTERM. It never leaves a guest that may run here both
+// unfenced and unrecorded. Outcomes:
+//   - no domain known here (no QEMU in /proc, no domain key held by the
+//     session, our unfenced record lists none, and each of those could be
+//     read): the session is revoked (its keys vanish at once), the session
+//     file removed, the device disarmed;
+//   - domains known: the session is kept for a restart, they are listed
+//     with their disks in PREFIX/unfenced/HOST (which keeps them from every
+//     other host, and from HA restart, until we are back or an operator
+//     clears it), and only then is the session file marked stopped (no new
+//     guest starts here, and the restart does not fence at the old
+//     deadline); the device keeps counting;
+//   - the record cannot be written before the fence point: fence now (the
+//     session file says fencing, so a restart keeps killing);
+//   - fencing already: one more kill round; the file stays fencing;
+//   - recovering (the last stop's session expired and recover has not
+//     settled the guests yet): every guest our record does not list is
+//     killed (all of them when the record cannot be read); the file stays
+//     as it is, so the next start recovers again.
+//
+// The device is disarmed only when no guest is left running; otherwise it
+// keeps counting (the kernel pings it at close), so that if we are not
+// back in time it resets the machine.
+func (w *Watchdog) stop() error {
+	w.notifier.notify("STOPPING=1")
+	w.active.Store(nil)
+	ctx := context.Background()
+	var noneLeft bool
+	switch {
+	case w.fencing:
+		w.killAll(ctx, "fencing")
+		noneLeft = w.guestsGone
+	case w.recovering:
+		noneLeft = w.stopRecovering(ctx)
+	case w.lease == 0:
+		// No session was ever held by this process, none resumed: no key
+		// of ours names a guest.
+		noneLeft = true
+	default:
+		noneLeft = w.stopHeld(ctx)
+	}
+	if w.o.Device != nil {
+		w.o.Device.Close(noneLeft)
+	}
+	return nil
+}
+
+// stopHeld is stop with a session held (or resumed, not yet confirmed). It
+// reports whether no guest is left running.
+func (w *Watchdog) stopHeld(ctx context.Context) (noneLeft bool) {
+	// A stop resumed from a clean stop is not fenced at its deadline: its
+	// record stands. Anything else must have its record written before
+	// the fence point, or fence.
+	resumedStopped := w.resumed == lease.SessionStopped
+	bound := 2 * w.o.Config.RenewInterval
+	if !resumedStopped {
+		bound = min(bound, w.deadline.FenceAt(w.o.Config.Margin)-w.o.Clock.Now())
+	}
+	ectx, cancel := context.WithTimeout(ctx, max(bound, 0))
+	defer cancel()
+	h := lease.Holder{Host: w.o.Host, Lease: w.lease}
+	gs, rerr := w.o.Guests.Running(ectx)
+	held, herr := w.o.Sessions.Held(ectx, h)
+	prev, rev, hasPrev, perr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
+	u := unfencedRecord(gs, held, prev, resumedStopped)
+	if rerr == nil && herr == nil && (perr == nil || !resumedStopped) && len(u.Guests) == 0 {
+		if hasPrev {
+			// Left over (a delete that kept failing): none of its guests
+			// runs here, and nothing else would delete it.
+			if err := w.o.Sessions.ClearUnfenced(ectx, w.o.Host, rev); err != nil {
+				w.o.Log.Warn("could not delete our unfenced record", "err", err.Error())
+			}
+		}
+		if err := w.o.Sessions.Revoke(ectx, w.lease); err != nil {
 			w.o.Log.Warn("could not revoke the session; it expires on its own", "lease", w.lease.String(), "err", err.Error())
 		} else {
 			w.o.Log.Info("no guests: session revoked", "lease", w.lease.String())
 		}
 		os.Remove(w.sessionPath())
-		if w.o.Device != nil {
-			w.o.Device.Close(true)
+		return true
+	}
+	if !resumedStopped {
+		// Until the record is durable, a restart must fence at the old
+		// deadline.
+		w.writeSession(lease.SessionOrphaned)
+	}
+	err := cmp.Or(herr, perr)
+	if err == nil {
+		u.Since = time.Now().UTC().Truncate(time.Second)
+		err = w.o.Sessions.SetUnfenced(ectx, w.o.Host, u)
+	}
+	switch {
+	case err == nil:
+		w.writeSession(lease.SessionStopped)
+		w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
+			"lease", w.lease.String(), "guests", len(u.Guests), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
+		return false
+	case resumedStopped:
+		// The record the last stop wrote still stands, and so does the
+		// session file that says stopped.
+		w.o.Log.Error("stopping again before the session was confirmed, and could not update our unfenced record: it still lists what the last stop left",
+			"err", err.Error())
+		return false
+	}
+	w.fence(ctx, "stopping with guests running, and they could not be recorded as unfenced: "+err.Error())
+	return w.guestsGone
+}
+
+// unfencedRecord lists every domain known to run here: its QEMU is in
+// /proc (gs) or the session holds its key (held); also, while a session
+// resumed from a clean stop is not confirmed alive, every guest the last
+// stop recorded (prev), whose keys may be gone. Each keeps the disks held
+// and recorded before: the record is what keeps them from other hosts.
+func unfencedRecord(gs []Guest, held []lease.DomainStatus, prev lease.Unfenced, withPrev bool) lease.Unfenced {
+	var u lease.Unfenced
+	index := map[string]int{}
+	add := func(uuid, name string, disks []string) {
+		i, ok := index[uuid]
+		if !ok {
+			i = len(u.Guests)
+			index[uuid] = i
+			u.Guests = append(u.Guests, lease.UnfencedGuest{UUID: uuid, Name: name})
 		}
-		return nil
-	}
-	if w.o.Device != nil {
-		// Keep it counting: if we are not back in time, it resets the
-		// machine before the session can expire.
-		w.o.Device.Close(false)
-	}
-	w.writeSession(lease.SessionStopped)
-	if w.fencing {
-		return nil
-	}
-	u := lease.Unfenced{Since: time.Now().UTC().Truncate(time.Second)}
-	held, herr := w.o.Sessions.Held(ctx, lease.Holder{Host: w.o.Host, Lease: w.lease})
-	disks := map[string][]string{}
-	for _, d := range held {
-		disks[d.UUID] = d.Disks
+		for _, d := range disks {
+			if !slices.Contains(u.Guests[i].Disks, d) {
+				u.Guests[i].Disks = append(u.Guests[i].Disks, d)
+			}
+		}
 	}
 	for _, g := range gs {
-		u.Guests = append(u.Guests, lease.UnfencedGuest{UUID: g.UUID, Name: g.Name, Disks: disks[g.UUID]})
+		add(g.UUID, g.Name, nil)
 	}
-	if herr == nil {
-		herr = w.o.Sessions.SetUnfenced(ctx, w.o.Host, u)
+	for _, d := range held {
+		add(d.UUID, d.Name, d.Disks)
 	}
-	if herr != nil {
-		// Without the record the guests are safe only until the lease
-		// expires: the returning watchdog must fence at the old deadline.
-		w.writeSession(lease.SessionOrphaned)
-		w.o.Log.Error("stopping with guests running, and could not record them as unfenced: they are protected only until the session expires",
-			"guests", len(gs), "err", herr.Error(), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
-		return nil
+	for _, g := range prev.Guests {
+		if _, ok := index[g.UUID]; ok || withPrev {
+			add(g.UUID, g.Name, g.Disks)
+		}
 	}
-	w.o.Log.Warn("stopping with guests running: keeping the session for a restart and recording them as unfenced; nothing fences this host until the watchdog is back",
-		"lease", w.lease.String(), "guests", len(gs), "expires_in", (w.deadline.At() - w.o.Clock.Now()).String())
-	return nil
+	return u
+}
+
+// stopRecovering is stop before recover settled the guests: the last
+// stop's session is dead, so a guest our record does not list may run
+// elsewhere too and is killed; the listed ones stay, kept by the record.
+// It reports whether no guest is left running.
+func (w *Watchdog) stopRecovering(ctx context.Context) (noneLeft bool) {
+	ectx, cancel := context.WithTimeout(ctx, 2*w.o.Config.RenewInterval)
+	defer cancel()
+	u, _, _, uerr := w.o.Sessions.GetUnfenced(ectx, w.o.Host)
+	gs, err := w.o.Guests.Running(ectx)
+	var kill []Guest
+	for _, g := range gs {
+		if uerr != nil || !slices.ContainsFunc(u.Guests, func(l lease.UnfencedGuest) bool { return l.UUID == g.UUID }) {
+			kill = append(kill, g)
+		}
+	}
+	survivors := w.kill(ctx, kill, "not kept safe while the watchdog was away")
+	w.o.Log.Warn("stopping before the guests left by the last stop were settled: killed those our unfenced record does not list; the next start settles the rest",
+		"killed", len(kill)-len(survivors), "survivors", len(survivors))
+	return err == nil && len(kill) == len(gs) && len(survivors) == 0
+}
+
+// notifier passes systemd notifications on from a goroutine of its own:
+// sd_notify is a blocking write to PID 1, and the fence loop must not wait
+// on it. A notification already waiting is not queued twice.
+type notifier struct {
+	send    func(string)
+	mu      sync.Mutex
+	pending []string
+	wake    chan struct{}
+}
+
+// notify queues state and returns at once.
+func (n *notifier) notify(state string) {
+	n.mu.Lock()
+	if !slices.Contains(n.pending, state) {
+		n.pending = append(n.pending, state)
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run sends what is queued until quit closes, then once more (STOPPING=1
+// is queued last).
+func (n *notifier) run(quit <-chan struct{}) {
+	for {
+		stop := false
+		select {
+		case <-n.wake:
+		case <-quit:
+			stop = true
+		}
+		n.mu.Lock()
+		p := n.pending
+		n.pending = nil
+		n.mu.Unlock()
+		for _, s := range p {
+			n.send(s)
+		}
+		if stop {
+			return
+		}
+	}
 }

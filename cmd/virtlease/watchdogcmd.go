@@ -31,7 +31,11 @@ func (bootClock) After(d time.Duration) <-chan struct{} {
 }
 
 func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("host", cfg.Host)
+	// The fence loop must never wait on the journal: log through a queue
+	// that drops when full, and write out what is queued before exiting.
+	logq := fence.NewLogQueue(slog.NewTextHandler(stderr, nil), 4096)
+	defer flushLog(logq)
+	log := slog.New(logq).With("host", cfg.Host)
 	fc := fence.Config{TTL: time.Duration(cfg.Session.TTL), RenewInterval: time.Duration(cfg.Session.RenewInterval), Margin: time.Duration(cfg.Fence.Margin)}
 	if err := fc.Validate(); err != nil {
 		return exit(hook.ExitUsage, err)
@@ -120,6 +124,14 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return exit(hook.ExitUsage, err)
 	}
 	return err
+}
+
+// flushLog writes out the queued log lines, waiting at most 2 s for a
+// journal that does not read.
+func flushLog(q *fence.LogQueue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	q.Flush(ctx)
 }
 
 // parseClaim turns a live domain XML into its claim, for the reconciler.
