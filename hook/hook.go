@@ -13,7 +13,9 @@
 //     else exits 0,
 //     because failing there kills healthy guests and fencing is the
 //     watchdog's job;
-//   - stopped/release end never fail: the QEMU is gone already.
+//   - stopped/release end never fail: the QEMU is gone already;
+//   - restore begin fails closed, like prepare: a saved state is restored
+//     only when nobody started the guest elsewhere since (restore.go).
 //
 // The hook never writes to stdout (libvirt reads stdout as a new XML for
 // migrate and restore), never calls back into libvirt (libvirtd is waiting
@@ -78,6 +80,7 @@ type Claims interface {
 	RecordMigration(ctx context.Context, h lease.Holder, uuid, name string, disks []string) (string, int64, error)
 	HandOff(ctx context.Context, src lease.Holder, uuid, name string, disks []string) (bool, error)
 	DropMigration(ctx context.Context, h lease.Holder, uuid string) error
+	LastRun(ctx context.Context, uuid string) (*lease.Run, error)
 }
 
 // Config is the part of virtlease's configuration the hook uses.
@@ -90,6 +93,15 @@ type Config struct {
 	// StateDir holds the session file and the per-domain markers
 	// (default /run/virtlease: a tmpfs, so nothing survives a reboot).
 	StateDir string
+	// RunsDir keeps, per domain, the run this host's last start of it
+	// recorded in etcd (default /var/lib/virtlease/runs: it must survive
+	// a reboot, as a saved state does). "" keeps none: every restore of a
+	// domain etcd has a record of is refused.
+	RunsDir string
+	// SaveDir is where libvirt keeps managed saves, NAME.save (default
+	// /var/lib/libvirt/qemu/save); "" skips the check that no start but a
+	// restore leaves one behind.
+	SaveDir string
 }
 
 // Hook runs one libvirt hook call. The zero value is not usable: set every
@@ -146,8 +158,10 @@ func (h *Hook) Run(ctx context.Context, args []string, stdin io.Reader) error {
 		return h.reconnect(ctx, stdin)
 	case call.Op == "migrate" && call.SubOp == "begin":
 		return h.migrate(ctx, stdin)
+	case call.Op == "restore" && call.SubOp == "begin":
+		return h.restore(ctx, stdin)
 	}
-	return nil // restore, attach, … need nothing from us
+	return nil // attach, … need nothing from us
 }
 
 func readDomain(stdin io.Reader) (Domain, error) {
@@ -229,6 +243,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	if dom.Mode == ModeOff {
 		return h.checkUnprotected(ctx, dom)
 	}
+	restore := h.takeRestoring(dom.UUID)
 	refused := h.marker("refused", dom.UUID)
 	// libvirt runs prepare only for a domain that is not running: a started
 	// marker is an earlier run's, whose release failed. Left, it would make
@@ -259,12 +274,18 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	}
 	// A draining host takes no new guests, but incoming migrations go on
 	// (lease.Store.SetDrain).
-	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: in == nil}
+	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: in == nil, Restore: restore}
 	if in != nil {
 		// An incoming live migration: the source keeps its keys until its
 		// QEMU is gone and it hands them over; the claim accepts them only
 		// under the very record the migrate hook wrote.
 		c.IncomingFrom, c.IncomingRev = in.From, in.Rev
+	}
+	if restore == nil {
+		if err := h.checkNoSavedState(dom); err != nil {
+			writeMarker(refused, err.Error())
+			return err
+		}
 	}
 	if dom.Mode == ModeHA {
 		c.Intent = &lease.Intent{Want: lease.WantRunning, Name: dom.Name, Candidates: dom.Hosts, Since: time.Now().UTC().Truncate(time.Second),
@@ -277,6 +298,12 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	res, err := claims.Claim(cctx, s.Holder(), c)
 	fenceDue := errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
+	if err == nil {
+		// The start is recorded in etcd whether or not QEMU runs: keep
+		// it before anything else can refuse, or a later restore here
+		// would be checked against an older run.
+		h.rememberRun(dom.UUID, res.Run)
+	}
 	if err != nil {
 		// Record that nothing is ours, so that the stopped/release calls
 		// libvirt makes next answer at once, even with etcd down. When etcd
@@ -384,6 +411,10 @@ func (h *Hook) Check(ctx context.Context, dom Domain) error {
 		return connectError("cannot start "+dom.Name, err)
 	}
 	c := lease.Claim{UUID: dom.UUID, Name: dom.Name, Disks: dom.DiskIDs(), Start: true}
+	if _, ok := h.savedState(dom); ok {
+		// virsh start restores a managed save: judge it as its restore.
+		c.Restore = &lease.Restore{Mine: h.lastRun(dom.UUID)}
+	}
 	return startError(dom.Name, claims.Check(ctx, s.Holder(), c))
 }
 
@@ -406,6 +437,9 @@ func (h *Hook) release(ctx context.Context, call Call, stdin io.Reader) error {
 	if err != nil || dom.Mode == ModeOff {
 		return nil
 	}
+	// A restore that failed before its prepare must not leave its check
+	// to the next, fresh start.
+	os.Remove(h.marker("restoring", dom.UUID))
 	refused := h.marker("refused", dom.UUID)
 	if _, err := os.Stat(refused); err == nil {
 		// The prepare for this domain was refused: nothing here is ours,

@@ -32,6 +32,10 @@ type fakeClaims struct {
 	migrateErr  error
 	handOff     bool
 	dropped     int
+	// runs
+	claimRun   *lease.Run // the run a claim records
+	lastRun    *lease.Run // etcd's record
+	lastRunErr error
 }
 
 func (f *fakeClaims) Claim(ctx context.Context, _ lease.Holder, c lease.Claim) (lease.ClaimResult, error) {
@@ -44,9 +48,19 @@ func (f *fakeClaims) Claim(ctx context.Context, _ lease.Holder, c lease.Claim) (
 		return lease.ClaimResult{}, fmt.Errorf("claiming: %w (no answer before the deadline)", lease.ErrUnavailable)
 	}
 	if f.claimFn != nil {
-		return lease.ClaimResult{Prior: f.prior}, f.claimFn(c)
+		if err := f.claimFn(c); err != nil {
+			return lease.ClaimResult{}, err
+		}
+		return lease.ClaimResult{Run: f.claimRun, Prior: f.prior}, nil
 	}
-	return lease.ClaimResult{Prior: f.prior}, f.claimErr
+	if f.claimErr != nil {
+		return lease.ClaimResult{}, f.claimErr
+	}
+	return lease.ClaimResult{Run: f.claimRun, Prior: f.prior}, nil
+}
+
+func (f *fakeClaims) LastRun(context.Context, string) (*lease.Run, error) {
+	return f.lastRun, f.lastRunErr
 }
 
 func (f *fakeClaims) Release(_ context.Context, _ lease.Holder, _ string, _ []string, in *lease.Intent) (int, error) {
@@ -101,7 +115,7 @@ func (e *env) hook(t *testing.T) *Hook {
 		}
 	}
 	return &Hook{
-		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir},
+		Config: Config{Host: "host-a", Margin: 3 * time.Second, StateDir: e.dir, RunsDir: filepath.Join(e.dir, "runs"), SaveDir: filepath.Join(e.dir, "save")},
 		Connect: func(context.Context) (Claims, error) {
 			e.dials++
 			if e.dialErr != nil {
@@ -470,7 +484,6 @@ func TestOtherOperations(t *testing.T) {
 		args     []string
 		wantCode int
 	}{
-		{[]string{"vm", "restore", "begin", "-"}, ExitOK},
 		{[]string{"vm", "attach", "begin", "-"}, ExitOK},
 		{[]string{"vm", "start", "begin", "-"}, ExitOK},
 		{[]string{"vm", "prepare", "begin", "some new reason", "extra"}, ExitOK},

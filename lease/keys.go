@@ -51,6 +51,12 @@ func (k Keys) Migration(uuid string) string { return k.join("migrations", uuid) 
 // Intent is the desired state of an HA domain.
 func (k Keys) Intent(uuid string) string { return k.join("intents", uuid) }
 
+// Run is the record of the domain's last start: which host, the how-manieth
+// (no lease; one small key per domain ever started, overwritten by each
+// start, never deleted by virtlease). A saved state is restored only where
+// the record still names that host's run.
+func (k Keys) Run(uuid string) string { return k.join("runs", uuid) }
+
 // Drain marks a host that refuses new starts.
 func (k Keys) Drain(host string) string { return k.join("drain", host) }
 

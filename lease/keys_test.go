@@ -17,6 +17,7 @@ func TestKeysLayout(t *testing.T) {
 		{"migration", k.Migration("u"), "/virtlease/migrations/u"},
 		{"intent", k.Intent("u"), "/virtlease/intents/u"},
 		{"drain", k.Drain("host-a"), "/virtlease/drain/host-a"},
+		{"run", k.Run("u"), "/virtlease/runs/u"},
 		{"unfenced", k.Unfenced("host-a"), "/virtlease/unfenced/host-a"},
 		{"dir", k.Dir("disks"), "/virtlease/disks/"},
 		{"default prefix", NewKeys("").Domain("u"), "/virtlease/domains/u"},

@@ -143,6 +143,7 @@ func (s *Store) HandOff(ctx context.Context, src Holder, uuid, name string, disk
 		for _, k := range keys {
 			ops = append(ops, clientv3.OpGet(k.key))
 		}
+		ops = append(ops, clientv3.OpGet(s.keys.Run(uuid)))
 		kr, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return false, s.wrap(err, "reading the keys of "+uuid)
@@ -173,6 +174,9 @@ func (s *Store) HandOff(ctx context.Context, src Holder, uuid, name string, disk
 			}
 			rec.Host, rec.Lease, rec.Since = dst.Host, dst.Lease, since
 			puts = append(puts, clientv3.OpPut(k.key, encode(rec), clientv3.WithLease(clientv3.LeaseID(dst.Lease))))
+		}
+		if cmp, put, ok := s.handRun(uuid, src.Host, dst.Host, since, kr.Responses[len(keys)].GetResponseRange().Kvs); ok {
+			cmps, puts = append(cmps, cmp), append(puts, put)
 		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 		if err != nil {

@@ -67,6 +67,10 @@ type Claim struct {
 	// key held by another host or another domain, a migration, an
 	// unfenced record). Only Check takes it.
 	Unprotected bool
+	// Restore, when not nil, marks the start of a saved state's restore:
+	// refused (*RestoreError) unless CheckRestore allows it against the
+	// runs record this very Txn compares.
+	Restore *Restore
 }
 
 // ClaimResult says what a successful Claim did.
@@ -80,6 +84,11 @@ type ClaimResult struct {
 	// with an Intent replaced: a start that fails before its guest runs
 	// puts it back (StopFailedStart).
 	Prior *Intent
+	// Run is the start a Start claim recorded in PREFIX/runs/UUID, or the
+	// run an incoming migration's claim continues (the source's, which
+	// the hand-off moves here): its host must remember it to restore a
+	// state saved at the end of this run. nil for other claims.
+	Run *Run
 }
 
 // Claim takes the domain key and every disk key of c for h, all or nothing.
@@ -92,6 +101,7 @@ type ClaimResult struct {
 //   - *HeldError matching ErrNotIncoming: c.IncomingFrom names a migration etcd
 //     does not record (not from that host, not to h on h's lease, or another
 //     record than c.IncomingRev); nothing was written;
+//   - *RestoreError: c.Restore is set and another start was recorded since; nothing was written;
 //   - ErrNoSession: h's session is not live (its hosts key is gone or on another lease);
 //   - ErrUnavailable (wrapped): etcd did not answer before ctx ended;
 //   - ErrConflict: the keys kept changing through every retry.
@@ -100,7 +110,8 @@ type ClaimResult struct {
 // writes the keys that are not yet mine, if none of them changed
 // (ModRevision as read, 0 when absent) and h's hosts key still carries h's
 // lease. The write's Else branch reads the keys again, so a lost race costs
-// no extra round trip.
+// no extra round trip. A start (c.Start) also bumps PREFIX/runs/UUID in that
+// Txn, comparing its ModRevision, so two starts never get one Run.
 func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, error) {
 	if c.Unprotected {
 		return ClaimResult{}, fmt.Errorf("lease: domain %s is not protected (mode=\"off\"): it is checked, never claimed", c.Name)
@@ -114,11 +125,21 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 	if err != nil {
 		return ClaimResult{}, s.wrap(err, "reading the claim of domain "+c.Name)
 	}
+	// tried is the run our last Txn tried to record: after a Txn that may
+	// or may not have landed, finding it there means it did.
+	var tried *Run
 	for range retries {
+		if c.Restore != nil {
+			// Our own write, if it landed, was checked by its Txn.
+			r := *c.Restore
+			r.tried = tried
+			c.Restore = &r
+		}
 		state, err := s.decide(h, keys, c, resp.Responses)
 		if err != nil {
 			return ClaimResult{}, err
 		}
+		landed := tried != nil && state.run != nil && state.run.same(*tried)
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
 		written := 0
@@ -153,6 +174,20 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			// No migration record written since the read: a new one
 			// could list one of our disks.
 			clientv3.Compare(clientv3.ModRevision(s.keys.Dir("migrations")), "<", resp.Header.Revision+1).WithPrefix())
+		var run *Run
+		if state.incoming && state.run != nil && state.run.Host == c.IncomingFrom {
+			// A live migration continues the source's run: the hand-off
+			// moves the record here under the same sequence number.
+			run = &Run{Host: h.Host, Seq: state.run.Seq, Since: since}
+		}
+		if c.Start {
+			run = tried
+			if !landed {
+				run = state.nextRun(h.Host, since)
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.keys.Run(c.UUID)), "=", state.runRev))
+				puts = append(puts, clientv3.OpPut(s.keys.Run(c.UUID), encode(*run)))
+			}
+		}
 		if c.Intent != nil {
 			in := *c.Intent
 			if old := state.intent; old != nil && old.Want == WantRunning {
@@ -163,8 +198,9 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			puts = append(puts, clientv3.OpPut(s.keys.Intent(c.UUID), encode(in)))
 		}
 		if len(puts) == 0 {
-			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision, Prior: state.intent}, nil
+			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision, Run: run, Prior: state.intent}, nil
 		}
+		tried = run
 		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
 		if transient(err) && ctx.Err() == nil {
 			// A leader change: the write was dropped, or may have landed.
@@ -178,7 +214,7 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 			return ClaimResult{}, s.wrap(err, "claiming domain "+c.Name)
 		}
 		if resp.Succeeded {
-			return ClaimResult{Written: written, Pending: len(state.keep), Revision: resp.Header.Revision, Prior: state.intent}, nil
+			return ClaimResult{Written: written, Pending: len(state.keep), Revision: resp.Header.Revision, Run: run, Prior: state.intent}, nil
 		}
 		// Else ran the reads: decide again from what is there now.
 		resp = &clientv3.TxnResponse{Header: resp.Header, Responses: resp.Responses}
@@ -246,7 +282,8 @@ func (s *Store) claimKeys(uuid string, disks []string) []claimKey {
 }
 
 // claimReads reads, in this order: every claim key, h's hosts key, h's
-// drain key, every unfenced record and the domain's migration record.
+// drain key, every unfenced record, the migration records, the domain's
+// intent and its runs record.
 func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
 	ops := make([]clientv3.Op, 0, len(keys)+extraReads)
 	for _, k := range keys {
@@ -257,15 +294,16 @@ func (s *Store) claimReads(h Holder, keys []claimKey) []clientv3.Op {
 		clientv3.OpGet(s.keys.Drain(h.Host)),
 		clientv3.OpGet(s.keys.Dir("unfenced"), clientv3.WithPrefix()),
 		clientv3.OpGet(s.keys.Dir("migrations"), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.Intent(s.keys.Name(keys[0].key))))
+		clientv3.OpGet(s.keys.Intent(s.keys.Name(keys[0].key))),
+		clientv3.OpGet(s.keys.Run(s.keys.Name(keys[0].key))))
 }
 
 // extraReads is how many reads claimReads adds after the claim keys.
-const extraReads = 5
+const extraReads = 6
 
 // MaxClaimDisks is how many disks one claim may hold: its Txn reads (or
 // compares) every key plus extraReads, and writes every key plus an intent
-// and a migration record, within etcd's default --max-txn-ops of 128.
+// and a runs record, within etcd's default --max-txn-ops of 128.
 const MaxClaimDisks = 128 - 1 - extraReads - 2
 
 type claimState struct {
@@ -285,6 +323,9 @@ type claimState struct {
 	incoming bool
 	keep     []int // keys left to a migration's source (not written)
 	intent   *Intent
+	run      *Run // the domain's runs record; nil when absent
+	runRev   int64
+	runErr   error // the runs record is not one: only a start must care
 	// otherMigs are the migrations of other domains: their disks are
 	// theirs while the record exists.
 	otherMigs []otherMigration
@@ -350,7 +391,21 @@ func (s *Store) readClaimState(h Holder, keys []claimKey, rs []*etcdserverpb.Res
 			st.intent = &in
 		}
 	}
+	if kvs := rs[len(keys)+5].GetResponseRange().Kvs; len(kvs) > 0 {
+		r, err := decode[Run](string(kvs[0].Key), kvs[0].Value)
+		st.run, st.runRev, st.runErr = &r, kvs[0].ModRevision, err
+	}
 	return st, nil
+}
+
+// nextRun is the runs record a start by host writes: the next sequence
+// number after the one read.
+func (st *claimState) nextRun(host string, since time.Time) *Run {
+	r := &Run{Host: host, Seq: 1, Since: since}
+	if st.run != nil {
+		r.Seq = st.run.Seq + 1
+	}
+	return r
 }
 
 func drainedBy(d *Drain) string {
@@ -373,6 +428,14 @@ func (st *claimState) check(keys Keys, h Holder, c Claim) error {
 		return &HeldError{Key: keys.Drain(h.Host), Want: c.Name,
 			Why: fmt.Sprintf("host %s is draining since %s%s and takes no new guests (virtlease undrain --host %s ends it)",
 				h.Host, st.drain.Since.UTC().Format(time.RFC3339), drainedBy(st.drain), h.Host)}
+	}
+	if c.Start && st.runErr != nil {
+		return st.runErr
+	}
+	if r := c.Restore; r != nil && !(r.tried != nil && st.run != nil && st.run.same(*r.tried)) {
+		if err := CheckRestore(c.Name, h.Host, st.run, r.Mine); err != nil {
+			return err
+		}
 	}
 	incoming := c.IncomingFrom != "" && st.mig != nil && st.mig.From == c.IncomingFrom && st.mig.To == h.Host &&
 		st.migLease == h.Lease && (c.IncomingRev == 0 || c.IncomingRev == st.migCreate)

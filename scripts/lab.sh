@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # lab.sh — a virtlease lab on one machine: one etcd, N "hosts", each a PID+mount+UTS
 # namespace (its own /proc, as a real host has) with its own libvirtd, virtlogd,
-# /etc/libvirt (the virtlease hook), /etc/virtlease, /run, /var/lib/libvirt, and
-# its own TCP proxy to etcd. libvirt's stock namespaces put each QEMU in a mount
+# /etc/libvirt (the virtlease hook), /etc/virtlease, /run, /var/lib/libvirt, /var/lib/virtlease,
+# and its own TCP proxy to etcd. libvirt's stock namespaces put each QEMU in a mount
 # namespace of its own, and the watchdog runs in another (as its hardened
 # systemd unit would), so nothing on a host shares the watchdog's mount namespace.
 # Run "scripts/lab.sh help" for the commands.
@@ -101,7 +101,7 @@ if ((${#ROOT} + 38 > 107)); then
 	exit 2
 fi
 case $ROOT in
-/run/* | /etc/* | /var/lib/libvirt* | /var/log/libvirt* | /var/cache/libvirt*)
+/run/* | /etc/* | /var/lib/libvirt* | /var/lib/virtlease* | /var/log/libvirt* | /var/cache/libvirt*)
 	echo "lab: VL_LAB_ROOT=$ROOT is hidden inside lab hosts by their bind mounts; use /var/tmp/…" >&2
 	exit 2
 	;;
@@ -578,7 +578,7 @@ render_domains() {
 write_host_files() {
 	local h=$1 d
 	d=$(hdir "$h")
-	mkdir -p "$d"/{etc-libvirt/hooks,etc-libvirt/qemu/networks/autostart,etc-libvirt/nwfilter,etc-virtlease,run,lib,log,cache}
+	mkdir -p "$d"/{etc-libvirt/hooks,etc-libvirt/qemu/networks/autostart,etc-libvirt/nwfilter,etc-virtlease,run,lib,lib-virtlease,log,cache}
 	if [[ -d /etc/libvirt/nwfilter ]]; then cp -a /etc/libvirt/nwfilter/. "$d/etc-libvirt/nwfilter/"; fi
 	cat >"$d/etc-libvirt/libvirtd.conf" <<EOF
 # lab host $h (scripts/lab.sh)
@@ -649,6 +649,7 @@ mount --bind '$d/etc-libvirt' /etc/libvirt
 mount --bind '$d/etc-virtlease' /etc/virtlease
 mount --bind '$d/run' /run
 mount --bind '$d/lib' /var/lib/libvirt
+mount --bind '$d/lib-virtlease' /var/lib/virtlease
 mount --bind '$d/log' /var/log/libvirt
 mount --bind '$d/cache' /var/cache/libvirt
 mkdir -p /run/libvirt /run/virtlease
@@ -707,7 +708,7 @@ start_host() {
 	if grep -qF " $d/" /proc/self/mountinfo; then die "$d is mounted in this namespace: not removing it"; fi
 	rm -rf "$d"
 	write_host_files "$h"
-	mkdir -p /etc/virtlease # a mount point for the bind mount (stays empty on the machine)
+	mkdir -p /etc/virtlease /var/lib/virtlease # mount points for the bind mounts (stay empty on the machine)
 	setsid unshare -p -m -u --fork --mount-proc --propagation private -- /bin/sh "$d/init.sh" </dev/null >>"$d/init.log" 2>&1 9>&- &
 	local pidns p
 	for ((i = 0; i < 100; i++)); do

@@ -484,6 +484,7 @@ func TestE2EHookBadInput(t *testing.T) {
 		{"no uuid", "<domain type='qemu'><name>vm1</name></domain>", []string{"vm1", "prepare", "begin", "-"}, 2, []string{"uuid"}},
 		{"bad uuid", "<domain type='qemu'><name>vm1</name><uuid>not-a-uuid</uuid></domain>", []string{"vm1", "prepare", "begin", "-"}, 2, []string{"not-a-uuid"}},
 		{"garbage XML, migrate", "<<<", []string{"vm1", "migrate", "begin", "-"}, 2, []string{"domain XML"}},
+		{"garbage XML, restore", "<<<", []string{"vm1", "restore", "begin", "-"}, 2, []string{"domain XML"}},
 		{"no arguments", good, nil, 2, []string{"usage"}},
 		{"one argument", good, []string{"vm1"}, 2, []string{"usage"}},
 		{"two arguments", good, []string{"vm1", "prepare"}, 2, []string{"usage"}},
@@ -494,7 +495,7 @@ func TestE2EHookBadInput(t *testing.T) {
 		{"garbage XML, reconnect", "garbage", []string{"vm1", "reconnect", "begin", "-"}, 0, nil},
 		{"garbage XML, started", "garbage", []string{"vm1", "started", "begin", "-"}, 0, nil},
 		{"unknown operation", "garbage", []string{"vm1", "frobnicate", "begin", "-"}, 0, nil},
-		{"extra arguments", good, []string{"vm1", "restore", "begin", "-", "extra", "more"}, 0, nil},
+		{"extra arguments", good, []string{"vm1", "start", "begin", "-", "extra", "more"}, 0, nil},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {

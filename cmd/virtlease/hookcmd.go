@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +17,14 @@ import (
 // defaultStateDir is where the watchdog and the hook share local state (a tmpfs).
 const defaultStateDir = "/run/virtlease"
 
+// defaultRunsDir is where the hook keeps, per domain, the run its last start
+// here got: on disk, because a saved state it vouches for survives a reboot.
+const defaultRunsDir = "/var/lib/virtlease/runs"
+
+// libvirtSaveDir is where libvirt's QEMU driver keeps managed saves
+// (NAME.save), read by the hook, never written.
+const libvirtSaveDir = "/var/lib/libvirt/qemu/save"
+
 // runHook runs one libvirt hook call under a hard deadline and returns its
 // exit code. configPath "" means the default lookup; stateDir is where the
 // session file and markers are (defaultStateDir but in tests).
@@ -27,7 +36,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer, getenv func(strin
 	}
 	// Only a start may fail on a config problem; every other operation
 	// must not kill or block guests because of it.
-	strict := call.Op == "prepare" || call.Op == "migrate"
+	strict := call.Op == "prepare" || call.Op == "migrate" || call.Op == "restore"
 	cfg, err := LoadConfig(configPath, getenv)
 	if err == nil {
 		if err = cfg.Validate(); err != nil {
@@ -90,10 +99,18 @@ func runHookCall(ctx context.Context, h *hook.Hook, call hook.Call, strict bool,
 }
 
 // newHook is the hook as production runs it, on this config and state
-// directory, dialling etcd through conn.
+// directory, dialling etcd through conn. The runs records go to
+// defaultRunsDir and managed saves are looked for in libvirtSaveDir with
+// the default stateDir, else under stateDir/runs and stateDir/save, so that
+// a test never touches this machine's.
 func newHook(cfg Config, stateDir string, conn *etcdConn) *hook.Hook {
+	runsDir, saveDir := defaultRunsDir, libvirtSaveDir
+	if stateDir != defaultStateDir {
+		runsDir, saveDir = filepath.Join(stateDir, "runs"), filepath.Join(stateDir, "save")
+	}
 	return &hook.Hook{
-		Config:  hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir},
+		Config: hook.Config{Host: cfg.Host, Margin: time.Duration(cfg.Fence.Margin), StateDir: stateDir,
+			RunsDir: runsDir, SaveDir: saveDir},
 		Connect: conn.connect,
 		BootNow: lease.BootNow,
 		BootID:  lease.BootID,

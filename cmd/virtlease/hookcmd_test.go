@@ -117,6 +117,7 @@ func TestHookModeBadInput(t *testing.T) {
 		{"empty XML", []string{"vm", "prepare", "begin", "-"}, good, "", 2, "domain XML"},
 		{"bad config refuses a start", []string{"vm", "prepare", "begin", "-"}, bad, "", 2, "session.ttl"},
 		{"unreadable config refuses a start", []string{"vm", "prepare", "begin", "-"}, filepath.Join(dir, "missing.yaml"), "", 2, "missing.yaml"},
+		{"bad config refuses a restore", []string{"vm", "restore", "begin", "-"}, bad, "", 2, "session.ttl"},
 		{"bad config never kills a running guest", []string{"vm", "reconnect", "begin", "-"}, bad, "", 0, ""},
 		{"bad config never fails a stop", []string{"vm", "release", "end", "-"}, bad, "", 0, ""},
 	}
@@ -138,13 +139,14 @@ func TestHookModeBadInput(t *testing.T) {
 	}
 }
 
-// In hook mode nothing may reach stdout: libvirt reads it as a new XML.
+// In hook mode nothing may reach stdout: on restore, libvirt reads it as a
+// new XML. A restore fails closed: etcd not answering refuses it (exit 3).
 func TestHookModeWritesNothingToStdout(t *testing.T) {
 	config, _ := hookHost(t, silentEtcd(t), "1s")
 	var stdout, stderr bytes.Buffer
 	env := map[string]string{"VIRTLEASE_CONFIG": config}
 	code := run([]string{"/etc/libvirt/hooks/qemu", "vm", "restore", "begin", "-"}, bytes.NewReader(domainXML(t)), &stdout, &stderr, func(k string) string { return env[k] })
-	if code != 0 || stdout.Len() != 0 {
+	if code != 3 || stdout.Len() != 0 || !strings.HasPrefix(stderr.String(), "virtlease: cannot restore vm-nbd: etcd did not answer") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}
 }
