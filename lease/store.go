@@ -200,7 +200,9 @@ func (s *Store) Claim(ctx context.Context, h Holder, c Claim) (ClaimResult, erro
 		if len(puts) == 0 {
 			return ClaimResult{Pending: len(state.keep), Revision: resp.Header.Revision, Run: run, Prior: state.intent}, nil
 		}
-		tried = run
+		if c.Start {
+			tried = run // an incoming claim's run is the source's: not written here
+		}
 		resp, err = s.cli.Txn(ctx).If(cmps...).Then(puts...).Else(reads...).Commit()
 		if transient(err) && ctx.Err() == nil {
 			// A leader change: the write was dropped, or may have landed.
