@@ -319,6 +319,19 @@ host_comm_pids() {
 # holder, PID 1 of its PID namespace; nothing when it is not running. The
 # recorded namespaces and the host's own /etc/libvirt guard against a PID or
 # a namespace inode number reused since.
+# host_pid_of HOST NSPID: the PID, as this machine numbers it, of HOST's
+# process numbered NSPID in HOST's own PID namespace (nothing when none).
+host_pid_of() {
+	local p
+	for p in $(host_pids "$1"); do
+		if [[ $(awk '$1 == "NSpid:" {print $NF}' "/proc/$p/status" 2>/dev/null) == "$2" ]]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 0
+}
+
 holder_pid() {
 	local d pid
 	d=$(hdir "$1")
@@ -789,23 +802,19 @@ start_watchdog() {
 	holder=$(need_holder "$h")
 	start_hwdog "$h"
 	# In the host's PID namespace, in a mount namespace of its own (as the
-	# unit's ProtectSystem/PrivateTmp make it on a real host). nsenter forks
-	# into the PID namespace: the watchdog is its child, and that PID is
-	# recorded, so that signals reach the watchdog itself.
-	spawn "$d/watchdog.nsenter.pid" "$d/watchdog.log" \
-		nsenter -t "$holder" -m -u -p -- unshare -m --propagation slave -- \
-		env VIRTLEASE_CONFIG=/etc/virtlease/config.yaml "$ROOT/bin/virtlease" watchdog
-	local outer i
-	outer=$(pidof_file "$d/watchdog.nsenter.pid")
-	rm -f "$d/watchdog.nsenter.pid"
+	# unit's ProtectSystem/PrivateTmp make it on a real host). Started in the
+	# background from inside, so that its parent is the host's PID 1, as on a
+	# real host: an nsenter left waiting outside would stop itself whenever
+	# the watchdog is SIGSTOPped (a fault) and, never continued, leave the
+	# watchdog unreaped, so that the host's PID namespace could never end.
+	# Its PID as this machine numbers it is recorded, so that signals reach it.
+	local nspid
+	nspid=$(nsenter -t "$holder" -m -u -p -- /bin/sh -c \
+		'setsid unshare -m --propagation slave -- env VIRTLEASE_CONFIG=/etc/virtlease/config.yaml "$1" watchdog </dev/null >>"$2" 2>&1 & echo $!' \
+		sh "$ROOT/bin/virtlease" "$d/watchdog.log" 9>&-) || true
 	pid=
-	for ((i = 0; i < 50; i++)); do
-		pid=$(tr -dc '0-9 ' <"/proc/$outer/task/$outer/children" 2>/dev/null | awk '{print $1}') || true
-		[[ -n $pid ]] && break
-		alive "$outer" || break
-		sleep 0.05
-	done
-	[[ -n $pid ]] && echo "$pid" >"$d/watchdog.pid"
+	[[ $nspid =~ ^[0-9]+$ ]] && pid=$(host_pid_of "$h" "$nspid")
+	if [[ -n $pid ]]; then echo "$pid" >"$d/watchdog.pid"; else rm -f "$d/watchdog.pid"; fi
 	sleep 0.3
 	if ! alive "$pid"; then
 		rm -f "$d/watchdog.pid"
