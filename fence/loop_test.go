@@ -539,3 +539,22 @@ func TestUnfencedRecordDeleteRetried(t *testing.T) {
 		t.Errorf("the record is still there after the next renewal: %+v", s.unfenced)
 	}
 }
+
+// TestSessionFileCarriesFencePoint: the session file names the watchdog's
+// own fence point, so a hook whose config has another margin still refuses
+// from the moment this watchdog begins to kill.
+func TestSessionFileCarriesFencePoint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	w := New(Options{Config: cfg, Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
+		Clock: &stepClock{}, Sessions: &memSessions{ttl: cfg.TTL}, Guests: &listGuests{}, Log: discardLog()})
+	w.lease, w.deadline = 7, Deadline{Sent: 2 * time.Second, TTL: cfg.TTL}
+	w.writeSession(lease.SessionOK)
+	f, err := lease.ReadSession(filepath.Join(dir, "session"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(2*time.Second + cfg.TTL - cfg.Margin); f.FenceAt != want {
+		t.Fatalf("fence_at %v, want %v", time.Duration(f.FenceAt), time.Duration(want))
+	}
+}

@@ -797,7 +797,7 @@ func (w *Watchdog) clearUnfenced(ctx context.Context, h lease.Holder) error {
 
 func (w *Watchdog) writeSession(state lease.SessionState) error {
 	err := lease.WriteSession(w.sessionPath(), lease.Session{Host: w.o.Host, Lease: w.lease, Boot: w.o.BootID,
-		Deadline: int64(w.deadline.At()), State: state})
+		Deadline: int64(w.deadline.At()), FenceAt: int64(w.deadline.FenceAt(w.o.Config.Margin)), State: state})
 	if err != nil {
 		w.o.Log.Error("cannot write the session file: the hook will refuse starts", "err", err.Error())
 	}

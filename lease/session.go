@@ -42,8 +42,14 @@ type Session struct {
 	// Deadline is the earliest moment etcd may expire the lease, in
 	// CLOCK_BOOTTIME nanoseconds: the send time of the last acknowledged
 	// renewal plus the TTL etcd returned.
-	Deadline int64        `json:"deadline"`
-	State    SessionState `json:"state"`
+	Deadline int64 `json:"deadline"`
+	// FenceAt is when the watchdog begins to kill (deadline − its own
+	// margin), in the same clock. The hook refuses from the earlier of
+	// this and deadline − its own margin, so a margin edited in the
+	// config without a watchdog restart cannot let a start through after
+	// the watchdog began fencing. 0 in files written before it existed.
+	FenceAt int64        `json:"fence_at,omitempty"`
+	State   SessionState `json:"state"`
 }
 
 // ErrNoLiveSession is the hook's refusal when the watchdog cannot vouch for
@@ -54,9 +60,14 @@ var ErrNoLiveSession = errors.New("no live virtlease session on this host: is vi
 func (s Session) Holder() Holder { return Holder{Host: s.Host, Lease: s.Lease} }
 
 // Live reports whether guests may start under s at boot-clock time now:
-// state ok, same boot, and now before deadline − margin (so that the
-// watchdog, which fences at deadline − margin, has not begun to).
+// state ok, same boot, and now before the fence point: deadline − margin,
+// or the watchdog's own FenceAt when that is earlier (so that the
+// watchdog, which fences there, has not begun to).
 func (s Session) Live(now time.Duration, bootID string, margin time.Duration) error {
+	fenceAt := s.Deadline - int64(margin)
+	if s.FenceAt != 0 {
+		fenceAt = min(fenceAt, s.FenceAt)
+	}
 	switch {
 	case s.State == SessionFencing:
 		return fmt.Errorf("%w (the watchdog is fencing this host: it lost contact with etcd)", ErrNoLiveSession)
@@ -64,9 +75,9 @@ func (s Session) Live(now time.Duration, bootID string, margin time.Duration) er
 		return fmt.Errorf("%w (session state %q)", ErrNoLiveSession, s.State)
 	case s.Boot != bootID:
 		return fmt.Errorf("%w (the session file is from an earlier boot)", ErrNoLiveSession)
-	case int64(now) >= s.Deadline-int64(margin):
+	case int64(now) >= fenceAt:
 		return fmt.Errorf("%w (its last renewal is too old: %s past the fence point)", ErrNoLiveSession,
-			(now - time.Duration(s.Deadline-int64(margin))).Round(time.Millisecond))
+			(now - time.Duration(fenceAt)).Round(time.Millisecond))
 	}
 	return nil
 }
