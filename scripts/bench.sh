@@ -206,22 +206,6 @@ go build -o "$BIN/bench" ./scripts/bench
 CGO_ENABLED=0 go build -o "$BIN/empty" ./scripts/bench/startup/empty
 CGO_ENABLED=0 go build -o "$BIN/etcdclient" ./scripts/bench/startup/etcdclient
 
-# host_pid DIR NSPID: this machine's PID of a lab host's process NSPID (DIR is
-# the host's directory). libvirt's pid files inside a host hold numbers of the
-# host's own PID namespace.
-host_pid() {
-	local ns p
-	ns=$(cat "$1/pidns" 2>/dev/null) || return 0
-	for p in /proc/[0-9]*; do
-		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
-		if [[ $(awk '$1 == "NSpid:" {print $NF}' "$p/status" 2>/dev/null) == "$2" ]]; then
-			echo "${p#/proc/}"
-			return 0
-		fi
-	done
-	return 0
-}
-
 # ---------------------------------------------------------------- etcd + a real watchdog
 
 PORT=$(free_ports "$BASE_PORT" 2)

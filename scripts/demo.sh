@@ -150,22 +150,6 @@ here() {
 
 etcdctl_() { ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$VL_LAB_PORT" --dial-timeout 2s --command-timeout 3s "$@"; }
 
-# host_pid DIR NSPID: this machine's PID of a lab host's process NSPID (DIR is
-# the host's directory). libvirt's pid files inside a host hold numbers of the
-# host's own PID namespace.
-host_pid() {
-	local ns p
-	ns=$(cat "$1/pidns" 2>/dev/null) || return 0
-	for p in /proc/[0-9]*; do
-		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
-		if [[ $(awk '$1 == "NSpid:" {print $NF}' "$p/status" 2>/dev/null) == "$2" ]]; then
-			echo "${p#/proc/}"
-			return 0
-		fi
-	done
-	return 0
-}
-
 # qemu_pid HOST: the PID of vm2's QEMU on HOST (libvirt's pid file, checked
 # against /proc: a live process with "-uuid UUID"), "" when none runs.
 qemu_pid() {

@@ -1,6 +1,6 @@
-# lib.sh — setup shared by scripts/test.sh and scripts/demo.sh (sourced, not run).
+# lib.sh — shared by scripts/test.sh, scripts/demo.sh and scripts/bench.sh (sourced, not run).
 #
-# Defines APT_PACKAGES, GO_MIN, install_packages and check_go. The caller sets
+# Defines APT_PACKAGES, GO_MIN, install_packages, check_go and host_pid. The caller sets
 # CI ("true" makes a missing prerequisite fatal) and may define die; PATH gets
 # /usr/local/go/bin and the sbin directories first.
 
@@ -50,4 +50,20 @@ check_go() {
 		die "go $v is too old: virtlease needs go >= $GO_MIN (/usr/local/go/bin is first on PATH)"
 	fi
 	echo "go $v"
+}
+
+# host_pid DIR NSPID: this machine's PID of a lab host's process NSPID (DIR is
+# the host's directory). libvirt's pid files inside a host hold numbers of the
+# host's own PID namespace.
+host_pid() {
+	local ns p
+	ns=$(cat "$1/pidns" 2>/dev/null) || return 0
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/ns/pid" 2>/dev/null) == "$ns" ]] || continue
+		if [[ $(awk '$1 == "NSpid:" {print $NF}' "$p/status" 2>/dev/null) == "$2" ]]; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+	return 0
 }
