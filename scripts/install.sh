@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # install.sh — install virtlease on one host: sudo ./scripts/install.sh
 #
-#   /usr/local/sbin/virtlease                           the binary (built with CGO_ENABLED=0
+#   /usr/sbin/virtlease                                 the binary (built with CGO_ENABLED=0
 #                                                       unless --binary names one)
-#   /etc/libvirt/hooks/qemu -> /usr/local/sbin/virtlease libvirt's hook (or, with --qemu-d,
+#   /etc/libvirt/hooks/qemu -> /usr/sbin/virtlease      libvirt's hook (or, with --qemu-d,
 #                                                       /etc/libvirt/hooks/qemu.d/50-virtlease)
 #   /etc/virtlease/config.yaml                          an example config, never overwritten
 #   /etc/systemd/system/virtlease-watchdog.service      the watchdog unit (and every other
@@ -30,7 +30,10 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN_PATH=/usr/local/sbin/virtlease
+BIN_PATH=/usr/sbin/virtlease
+# Where install.sh put the binary before: libvirtd's AppArmor profile (Debian,
+# Ubuntu) does not let libvirtd run anything under /usr/local, so it moved.
+OLD_BIN_PATH=/usr/local/sbin/virtlease
 HOOK=/etc/libvirt/hooks/qemu
 HOOK_D=/etc/libvirt/hooks/qemu.d/50-virtlease
 CONFIG=/etc/virtlease/config.yaml
@@ -143,7 +146,7 @@ uninstall() {
 			say "left $f: it is not virtlease's ($(describe "$R$f"))"
 		fi
 	done
-	for f in "${UNITS[@]/#/$UNIT_DIR/}" "$BIN_PATH" "$COMPLETION"; do
+	for f in "${UNITS[@]/#/$UNIT_DIR/}" "$BIN_PATH" "$OLD_BIN_PATH" "$COMPLETION"; do
 		if [ -e "$R$f" ] || [ -L "$R$f" ]; then
 			rm -f "$R$f"
 			say "removed $f"
@@ -199,6 +202,10 @@ fi
 install -D -m 0755 "$BINARY" "$R$BIN_PATH.virtlease-new"
 mv -f "$R$BIN_PATH.virtlease-new" "$R$BIN_PATH"
 say "installed $BIN_PATH"
+if [ -e "$R$OLD_BIN_PATH" ]; then
+	rm -f "$R$OLD_BIN_PATH"
+	say "removed $OLD_BIN_PATH (an older install's; the binary is now $BIN_PATH)"
+fi
 
 link "$R$want"
 say "linked $want -> $BIN_PATH"
@@ -214,37 +221,7 @@ if [ -e "$R$CONFIG" ]; then
 	say "kept $CONFIG"
 else
 	install -d -m 0755 "$R/etc/virtlease"
-	cat >"$R$CONFIG.virtlease-new" <<'YAML'
-# virtlease configuration. Every field is optional; these are the defaults.
-# An unknown key or a bad value is refused with the file, line and field.
-host: ""                      # default: this machine's hostname; unique in the cluster
-prefix: /virtlease
-etcd:
-  endpoints: [http://127.0.0.1:2379]   # several: [https://etcd-1:2379, https://etcd-2:2379, https://etcd-3:2379]
-  cacert: ""                  # TLS like etcdctl --cacert/--cert/--key
-  cert: ""
-  key: ""
-  username: ""                # with password_file: a file holding only the password (mode 0600)
-  password_file: ""
-  dial_timeout: 2s
-session:
-  ttl: 10s                    # another host may start our guests >= ttl after our last renewal
-  renew_interval: 1s
-fence:
-  margin: 3s                  # we have killed them >= margin before that
-  hardware_watchdog: ""       # e.g. /dev/watchdog (modprobe softdog if there is no hardware one)
-libvirt:
-  uri: qemu:///system
-hook:
-  timeout: 5s
-metrics:
-  listen: ""
-ha:
-  max_restarts: 3
-  define_missing: false
-  on_shutdown: migrate
-YAML
-	chmod 0644 "$R$CONFIG.virtlease-new"
+	install -m 0644 "$REPO/scripts/config.example.yaml" "$R$CONFIG.virtlease-new"
 	mv -f "$R$CONFIG.virtlease-new" "$R$CONFIG"
 	say "wrote an example $CONFIG: set etcd.endpoints (and TLS, user) before starting the watchdog"
 fi

@@ -295,6 +295,7 @@ Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3
 			checkCommand(getenv, configFlag),
 			shutdownCommand(getenv),
 			haCommand(getenv, configFlag),
+			manCommand(),
 			{
 				Name:      "completion",
 				Usage:     "print a shell completion script",

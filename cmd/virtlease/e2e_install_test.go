@@ -18,9 +18,15 @@ import (
 
 // installPrivateDirs are the directories install.sh writes into (besides
 // /etc/libvirt and /etc/virtlease, which are the lab host's own already):
-// the test mounts a tmpfs over each inside the host, so that nothing reaches
-// the machine's real ones.
-var installPrivateDirs = []string{"/usr/local/sbin", "/etc/systemd/system", "/usr/share/bash-completion/completions"}
+// the test mounts a tmpfs over each inside the host (an overlay over
+// /usr/sbin, which holds libvirtd), so that nothing reaches the machine's
+// real ones. /usr/local/sbin is where older installs put the binary, which
+// install.sh removes.
+var installPrivateDirs = []string{"/usr/sbin", "/usr/local/sbin", "/etc/systemd/system", "/usr/share/bash-completion/completions"}
+
+// installOverlayDir is the private directory that keeps what the machine
+// has: an overlay, not an empty tmpfs.
+const installOverlayDir = "/usr/sbin"
 
 // installTmpfsSource names the test's tmpfs mounts in mountinfo.
 const installTmpfsSource = "vl-install-e2e"
@@ -29,7 +35,7 @@ const installTmpfsSource = "vl-install-e2e"
 // /etc/libvirt and /etc/virtlease.
 func installWrites(t *testing.T) []string {
 	t.Helper()
-	paths := []string{"/usr/local/sbin/virtlease", "/usr/share/bash-completion/completions/virtlease"}
+	paths := []string{"/usr/sbin/virtlease", "/usr/local/sbin/virtlease", "/usr/share/bash-completion/completions/virtlease"}
 	units, err := filepath.Glob(filepath.Join("..", "..", "scripts", "systemd", "*.service"))
 	if err != nil || len(units) == 0 {
 		t.Fatalf("scripts/systemd/*.service: %v %v", units, err)
@@ -110,9 +116,9 @@ func (l *Lab) holderPID(host string) string {
 }
 
 // TestInstallE2ELabHost: scripts/install.sh, run without --root inside one
-// lab host (its /usr/local/sbin, /etc/systemd/system and completions dir on
-// private tmpfs mounts), installs a hook libvirtd runs: vm2 starts there
-// and is claimed in etcd, the second host is refused, and --uninstall
+// lab host (its /usr/sbin on a private overlay; /usr/local/sbin,
+// /etc/systemd/system and the completions dir on private tmpfs mounts),
+// installs a hook libvirtd runs: vm2 starts there and is claimed in etcd, the second host is refused, and --uninstall
 // removes the link and the binary but keeps the config. Nothing reaches the
 // machine's own directories.
 func TestInstallE2ELabHost(t *testing.T) {
@@ -171,6 +177,22 @@ func TestInstallE2ELabHost(t *testing.T) {
 			created = append(created, d)
 			t.Logf("created %s on the machine as a mount point", d)
 		}
+		if dir == installOverlayDir {
+			// The upper layer on a tmpfs of the host's own, so that writes
+			// stay in the host's mount namespace.
+			up := t.TempDir()
+			for _, c := range [][]string{
+				{"mkdir", "-p", up},
+				{"mount", "-t", "tmpfs", "-o", "mode=0755", installTmpfsSource, up},
+				{"mkdir", up + "/upper", up + "/work"},
+				{"mount", "-t", "overlay", "-o", "lowerdir=" + dir + ",upperdir=" + up + "/upper,workdir=" + up + "/work", installTmpfsSource, dir},
+			} {
+				if _, stderr, err := l.Exec(a, c...); err != nil {
+					t.Fatalf("%s: %s: %v\n%s", a, strings.Join(c, " "), err, stderr)
+				}
+			}
+			continue
+		}
 		if _, stderr, err := l.Exec(a, "mount", "-t", "tmpfs", "-o", "mode=0755", installTmpfsSource, dir); err != nil {
 			t.Fatalf("%s: mount tmpfs on %s: %v\n%s", a, dir, err, stderr)
 		}
@@ -219,17 +241,17 @@ func TestInstallE2ELabHost(t *testing.T) {
 	}
 	out := install("--binary", l.Bin)
 	requireContains(t, "install.sh's output", out,
-		"installed /usr/local/sbin/virtlease", "linked /etc/libvirt/hooks/qemu -> /usr/local/sbin/virtlease",
+		"installed /usr/sbin/virtlease", "linked /etc/libvirt/hooks/qemu -> /usr/sbin/virtlease",
 		"kept /etc/virtlease/config.yaml", "installed /etc/systemd/system/virtlease-watchdog.service",
 		"installed /usr/share/bash-completion/completions/virtlease",
 		"systemd is not running here (no /run/systemd/system), so the unit was not enabled")
 
 	// What the host sees: the hook is a link to the installed binary, which
 	// is the lab's; the config is the lab's, untouched.
-	if target, err := os.Readlink(filepath.Join(nsRoot, "etc/libvirt/hooks/qemu")); err != nil || target != "/usr/local/sbin/virtlease" {
-		t.Fatalf("%s: /etc/libvirt/hooks/qemu -> %q (%v); want a link to /usr/local/sbin/virtlease", a, target, err)
+	if target, err := os.Readlink(filepath.Join(nsRoot, "etc/libvirt/hooks/qemu")); err != nil || target != "/usr/sbin/virtlease" {
+		t.Fatalf("%s: /etc/libvirt/hooks/qemu -> %q (%v); want a link to /usr/sbin/virtlease", a, target, err)
 	}
-	got, err := os.ReadFile(filepath.Join(nsRoot, "usr/local/sbin/virtlease"))
+	got, err := os.ReadFile(filepath.Join(nsRoot, "usr/sbin/virtlease"))
 	if err != nil {
 		t.Fatalf("%s: %v", a, err)
 	}
@@ -238,7 +260,7 @@ func TestInstallE2ELabHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s: /usr/local/sbin/virtlease (%d bytes) is not %s (%d bytes)", a, len(got), l.Bin, len(want))
+		t.Fatalf("%s: /usr/sbin/virtlease (%d bytes) is not %s (%d bytes)", a, len(got), l.Bin, len(want))
 	}
 	if now, _ := os.ReadFile(l.ConfigPath(a)); !bytes.Equal(now, config) {
 		t.Fatalf("%s: install.sh changed /etc/virtlease/config.yaml:\n%s", a, now)
@@ -272,7 +294,7 @@ func TestInstallE2ELabHost(t *testing.T) {
 	// --uninstall: link, binary, units and completion go; the config stays.
 	out = install("--uninstall")
 	requireContains(t, "install.sh --uninstall's output", out,
-		"removed /etc/libvirt/hooks/qemu", "removed /usr/local/sbin/virtlease", "kept /etc/virtlease/config.yaml")
+		"removed /etc/libvirt/hooks/qemu", "removed /usr/sbin/virtlease", "kept /etc/virtlease/config.yaml")
 	for _, p := range append([]string{"/etc/libvirt/hooks/qemu"}, writes...) {
 		if _, err := os.Lstat(filepath.Join(nsRoot, p)); err == nil {
 			t.Errorf("%s: --uninstall left %s", a, p)

@@ -65,17 +65,17 @@ func TestInstallScript(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("install: exit %d\n%s", code, out)
 	}
-	bin := filepath.Join(root, "usr/local/sbin/virtlease")
+	bin := filepath.Join(root, "usr/sbin/virtlease")
 	if st, err := os.Stat(bin); err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("binary: %v %v", st, err)
 	}
 	hookPath := filepath.Join(root, "etc/libvirt/hooks/qemu")
-	if target, err := os.Readlink(hookPath); err != nil || target != "/usr/local/sbin/virtlease" {
+	if target, err := os.Readlink(hookPath); err != nil || target != "/usr/sbin/virtlease" {
 		t.Fatalf("hook link: %q %v", target, err)
 	}
 	unit := readFile(t, filepath.Join(root, "etc/systemd/system/virtlease-watchdog.service"))
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=always", "Before=libvirtd.service libvirt-guests.service",
-		"ExecStart=/usr/local/sbin/virtlease watchdog --config /etc/virtlease/config.yaml", "RuntimeDirectory=virtlease",
+		"ExecStart=/usr/sbin/virtlease watchdog --config /etc/virtlease/config.yaml", "RuntimeDirectory=virtlease",
 		"RuntimeDirectoryPreserve=yes", "CAP_KILL"} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("unit lacks %q", want)
@@ -105,7 +105,7 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("example config differs from the defaults: %+v", cfg)
 	}
 
-	// The link points at /usr/local/sbin/virtlease on the target machine,
+	// The link points at /usr/sbin/virtlease on the target machine,
 	// not under root; run the binary as libvirt runs the link, with the
 	// link's path as argv[0]. That is hook mode: with no arguments, a hook
 	// usage error (exit 2), not the CLI's help.
@@ -149,7 +149,7 @@ func TestInstallScript(t *testing.T) {
 	if readFile(t, config) != edited {
 		t.Error("second install overwrote the config")
 	}
-	if target, _ := os.Readlink(hookPath); target != "/usr/local/sbin/virtlease" {
+	if target, _ := os.Readlink(hookPath); target != "/usr/sbin/virtlease" {
 		t.Errorf("hook link after a second run: %q", target)
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(root, "*/*/*.virtlease-new"))
@@ -163,7 +163,7 @@ func TestInstallScript(t *testing.T) {
 	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
 		dir := t.TempDir()
 		copyUnit := filepath.Join(dir, "virtlease-watchdog.service")
-		os.WriteFile(copyUnit, []byte(strings.ReplaceAll(unit, "ExecStart=/usr/local/sbin/virtlease", "ExecStart="+bin)), 0o644)
+		os.WriteFile(copyUnit, []byte(strings.ReplaceAll(unit, "ExecStart=/usr/sbin/virtlease", "ExecStart="+bin)), 0o644)
 		if out, err := exec.Command(analyze, "verify", copyUnit).CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
@@ -215,7 +215,7 @@ func TestInstallScript(t *testing.T) {
 			!strings.Contains(out, "--qemu-d") || !strings.Contains(out, "chain") || strings.Count(out, "\n") != 1 {
 			t.Fatalf("install over a foreign hook: exit %d\n%s", code, out)
 		}
-		if readFile(t, foreign) != theirs || exists(filepath.Join(root, "usr/local/sbin/virtlease")) {
+		if readFile(t, foreign) != theirs || exists(filepath.Join(root, "usr/sbin/virtlease")) {
 			t.Fatal("a refused install changed something")
 		}
 
@@ -225,7 +225,7 @@ func TestInstallScript(t *testing.T) {
 			t.Fatalf("install --qemu-d: exit %d\n%s", code, out)
 		}
 		d := filepath.Join(root, "etc/libvirt/hooks/qemu.d/50-virtlease")
-		if target, err := os.Readlink(d); err != nil || target != "/usr/local/sbin/virtlease" || readFile(t, foreign) != theirs {
+		if target, err := os.Readlink(d); err != nil || target != "/usr/sbin/virtlease" || readFile(t, foreign) != theirs {
 			t.Fatalf("qemu.d link %q %v", target, err)
 		}
 		// A link in qemu.d runs hook mode too (its directory is qemu.d).
