@@ -5,11 +5,11 @@
 # /usr/local/go/bin and the sbin directories first.
 
 export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
-GO_MIN=1.26
+GO_MIN=1.26.4 # go.mod's go line (nfpm's dependencies need 1.26.4)
 # libvirt 9.0, QEMU 7.2 and etcdctl 3.4 on Debian 12; systemd for systemd-analyze
 # (the unit tests verify the units; it need not be running); spin for the Promela
-# models; gcc and libc6-dev for go test -race.
-APT_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils etcd-client spin gcc libc6-dev systemd)
+# models; gcc and libc6-dev for go test -race; systemd-container for scripts/pkgtest.sh.
+APT_PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils etcd-client spin gcc libc6-dev systemd systemd-container)
 
 if ! declare -F die >/dev/null; then
 	die() {

@@ -14,7 +14,7 @@
 #   --out DIR     where the .deb goes (default: dist/)
 #   -h, --help    this text
 #
-# Needs Go >= 1.26 (go.mod). Exit status: 0 built, 2 usage or a failed step.
+# Needs Go >= 1.26.4 (go.mod). Exit status: 0 built, 2 usage or a failed step.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-command -v go >/dev/null || die "go is not installed (Go >= 1.26 builds virtlease)"
+command -v go >/dev/null || die "go is not installed (Go >= 1.26.4 builds virtlease)"
 cd "$REPO"
 goarch=${GOARCH_WANT:-$(go env GOARCH)}
 # Debian's names for Go's architectures.

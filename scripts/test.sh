@@ -11,7 +11,8 @@
 #
 # Environment: VL_FUZZTIME (10s) per fuzz target; VL_SKIP_E2E=1 skips the
 # end-to-end tests (not allowed under CI=true); VL_E2E_RUN ('E2E') the -run
-# pattern of the end-to-end tests; VL_SKIP_CHAOS=1 skips the fault campaign
+# pattern of the end-to-end tests (VL_SKIP_E2E=1 also skips scripts/pkgtest.sh, the
+# package in a container); VL_SKIP_CHAOS=1 skips the fault campaign
 # (not under CI=true); VL_CHAOS_SEED (1) its seed.
 set -euo pipefail
 # The whole script is one { … } block, read before it runs: editing test.sh
@@ -186,6 +187,13 @@ if [[ ${VL_SKIP_E2E:-} == 1 && $CI != true ]]; then
 	skip "e2e" "VL_SKIP_E2E=1"
 else
 	step "e2e (lab)" e2e
+fi
+# The .deb on a systemd-booted host (a container of this machine's OS):
+# install twice, upgrade, a guest claimed through the packaged hook, purge.
+if [[ ${VL_SKIP_E2E:-} == 1 && $CI != true ]]; then
+	skip "package (dpkg in a container)" "VL_SKIP_E2E=1"
+else
+	step "package (dpkg in a container)" bash scripts/pkgtest.sh
 fi
 # The short fault campaign (docs/reliability.md): 15 random faults from a
 # fixed seed on a 3-host lab with a 3-member etcd, checked from outside;

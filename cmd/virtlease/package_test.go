@@ -87,6 +87,7 @@ func TestPackageDeb(t *testing.T) {
 		"/lib/systemd/system/virtlease-shutdown.service":   "-rw-r--r-- ",
 		"/etc/virtlease/config.yaml":                       "-rw-r--r-- ",
 		"/usr/share/man/man8/virtlease.8.gz":               "-rw-r--r-- ",
+		"/usr/share/virtlease/config.example.yaml":         "-rw-r--r-- ",
 		"/usr/share/bash-completion/completions/virtlease": "-rw-r--r-- ",
 	}
 	for path, mode := range want {
