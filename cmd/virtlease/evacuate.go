@@ -77,9 +77,9 @@ func evacuate(ctx context.Context, snap lease.Snapshot, host string, mig migrato
 	return nil
 }
 
-// readSnapshot reads the cluster's state within callTimeout.
-func readSnapshot(ctx context.Context, store *lease.Store) (lease.Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+// readSnapshot reads the cluster's state within timeout.
+func readSnapshot(ctx context.Context, store *lease.Store, timeout time.Duration) (lease.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return store.Snapshot(ctx)
 }

@@ -220,7 +220,7 @@ func evacuateHA(ctx context.Context, cfg Config, host string, stdout io.Writer) 
 		return err
 	}
 	defer closeFn()
-	snap, err := readSnapshot(ctx, store)
+	snap, err := readSnapshot(ctx, store, callTimeout)
 	if err != nil {
 		return err
 	}

@@ -73,7 +73,7 @@ Example:
 			store, closeFn, err := dial(cfg)
 			if err == nil {
 				defer closeFn()
-				r.snapshot = func(ctx context.Context) (lease.Snapshot, error) { return readSnapshot(ctx, store) }
+				r.snapshot = func(ctx context.Context) (lease.Snapshot, error) { return readSnapshot(ctx, store, callTimeout) }
 			} else {
 				r.snapshot = func(context.Context) (lease.Snapshot, error) { return lease.Snapshot{}, err }
 			}
