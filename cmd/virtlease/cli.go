@@ -293,7 +293,7 @@ Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3
 				},
 			},
 			checkCommand(getenv, configFlag),
-			shutdownCommand(getenv),
+			shutdownCommand(getenv, configFlag),
 			haCommand(getenv, configFlag),
 			{
 				Name:      "completion",

@@ -220,7 +220,11 @@ func evacuateHA(ctx context.Context, cfg Config, host string, stdout io.Writer) 
 		return err
 	}
 	defer closeFn()
-	return evacuate(ctx, cfg, store, host, stdout)
+	snap, err := readSnapshot(ctx, store, callTimeout)
+	if err != nil {
+		return err
+	}
+	return evacuate(ctx, snap, host, virshMigrator(cfg, false), stdout)
 }
 
 // runUndrain is `virtlease undrain`.
