@@ -72,7 +72,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(
 func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	// The fence loop must never wait on the journal: log through a queue
 	// that drops when full, and write out what is queued before exiting.
-	logq := fence.NewLogQueue(slog.NewTextHandler(env.stderr, nil), 4096)
+	logq := fence.NewLogQueue(newLogHandler(env.stderr, env.getenv), 4096)
 	defer flushLog(logq)
 	log := slog.New(logq).With("host", cfg.Host)
 	fc := fence.Config{TTL: time.Duration(cfg.Session.TTL), RenewInterval: time.Duration(cfg.Session.RenewInterval), Margin: time.Duration(cfg.Fence.Margin)}
@@ -150,6 +150,7 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 			return exit(hook.ExitUsage, fmt.Errorf("libvirt.uri: %w", err))
 		}
 		defer lv.Close()
+		lv.SetLogger(log)
 		o.Guests = fence.NewHostGuests("/proc", lv)
 		o.HA = &fence.HAOptions{
 			Store:         etcd,

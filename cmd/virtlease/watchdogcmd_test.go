@@ -172,3 +172,53 @@ func TestWatchdogRefusesShortSystemdWatchdog(t *testing.T) {
 		t.Fatalf("got %v, want exit 2 naming WatchdogSec=5s", err)
 	}
 }
+
+// Under the journal (JOURNAL_STREAM set) each log line carries its syslog
+// priority, so `journalctl -p warning` shows the watchdog's warnings; a
+// terminal gets plain lines with their time.
+func TestWatchdogLogPriority(t *testing.T) {
+	cases := []struct {
+		name     string
+		env      map[string]string
+		wantWarn string // how the warning line starts
+		wantTime bool
+	}{
+		{"journal", map[string]string{"JOURNAL_STREAM": "8:12345"}, "<4>level=WARN ", false},
+		{"terminal", nil, "time=", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Host = "host-a"
+			var errw bytes.Buffer
+			err := startWatchdog(context.Background(), cfg, watchdogEnv{stderr: &errw, getenv: mapEnv(tc.env), stateDir: t.TempDir(),
+				bootID: func() (string, error) { return "", errors.New("no boot id here") }})
+			if err == nil {
+				t.Fatal("started without a boot ID")
+			}
+			var warn string
+			for line := range strings.Lines(errw.String()) {
+				if strings.Contains(line, "no hardware watchdog configured") {
+					warn = line
+				}
+			}
+			if !strings.HasPrefix(warn, tc.wantWarn) || strings.Contains(warn, "time=") != tc.wantTime {
+				t.Errorf("warning logged as %q, want it to start with %q (time= %v)", warn, tc.wantWarn, tc.wantTime)
+			}
+		})
+	}
+}
+
+func TestPriorityWriter(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"level=ERROR msg=x\n", "<3>level=ERROR msg=x\n"},
+		{"level=WARN msg=x\n", "<4>level=WARN msg=x\n"},
+		{"level=INFO msg=x\n", "<6>level=INFO msg=x\n"},
+		{"level=DEBUG msg=x\n", "<7>level=DEBUG msg=x\n"},
+	} {
+		var b bytes.Buffer
+		if n, err := (priorityWriter{&b}).Write([]byte(tc.line)); err != nil || n != len(tc.line) || b.String() != tc.want {
+			t.Errorf("Write(%q) = %d, %v, wrote %q; want %q", tc.line, n, err, b.String(), tc.want)
+		}
+	}
+}
