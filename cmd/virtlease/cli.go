@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +20,36 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
+
+// versionString is version with the commit and Go release it was built from
+// (Go records the commit when built in a git checkout), so that "dev" builds
+// can be told apart: "v0.4.0 (commit 3f714bf2a1c9, go1.26.8)".
+func versionString() string {
+	v := version
+	var extra []string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if rev != "" {
+			if dirty {
+				rev += "-dirty"
+			}
+			extra = append(extra, "commit "+rev)
+		}
+	}
+	extra = append(extra, runtime.Version())
+	return v + " (" + strings.Join(extra, ", ") + ")"
+}
 
 // exitError carries an exit code through urfave/cli.
 type exitError struct {
@@ -54,8 +86,8 @@ Exit codes: 0 ok, 1 refused or conflict, 2 usage or config, 3 etcd unavailable.`
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,
-		HideHelpCommand:      true,
 		Flags:                []cli.Flag{configFlag},
+		Version:              versionString(),
 		ExitErrHandler:       func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
@@ -324,11 +356,22 @@ Examples:
 Example:
    virtlease version    # virtlease v0.4.0-3-gabc1234`,
 				Action: func(c *cli.Context) error {
-					fmt.Fprintln(c.App.Writer, "virtlease", version)
+					fmt.Fprintln(c.App.Writer, "virtlease", versionString())
 					return nil
 				},
 			},
 		},
+	}
+	// Usage errors are exit 2, the usage going to stderr (stdout may be
+	// a script's pipe); urfave/cli's own answer is exit 1 and the whole
+	// help on stdout.
+	app.UsageText = "virtlease [--config FILE] COMMAND [ARGS...]"
+	app.OnUsageError = usageError(stderr, app.UsageText, "virtlease --help")
+	setUsageErrors(stderr, app.Commands, "virtlease")
+	unknown := false
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		unknown = true
+		fmt.Fprintf(stderr, "virtlease: unknown command %q\nusage: %s\nrun 'virtlease --help' for the commands\n", name, app.UsageText)
 	}
 	if len(args) == 0 {
 		args = []string{"virtlease"} // an empty argv (execve allows it)
@@ -336,6 +379,8 @@ Example:
 	err := app.Run(args)
 	var ee *exitError
 	switch {
+	case unknown:
+		return hook.ExitUsage
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
@@ -346,6 +391,27 @@ Example:
 	}
 	errorLine(stderr, err)
 	return hook.Code(err)
+}
+
+// usageError answers a flag that does not parse: the usage on stderr, exit 2.
+func usageError(stderr io.Writer, usage, help string) cli.OnUsageErrorFunc {
+	return func(_ *cli.Context, err error, _ bool) error {
+		fmt.Fprintf(stderr, "usage: %s\nrun '%s' for details\n", usage, help)
+		return exit(hook.ExitUsage, err)
+	}
+}
+
+// setUsageErrors gives every command (and subcommand) usageError.
+func setUsageErrors(stderr io.Writer, cmds []*cli.Command, parent string) {
+	for _, c := range cmds {
+		name := parent + " " + c.Name
+		usage := c.UsageText
+		if usage == "" {
+			usage = name + " [options] " + c.ArgsUsage
+		}
+		c.OnUsageError = usageError(stderr, strings.TrimSpace(usage), name+" --help")
+		setUsageErrors(stderr, c.Subcommands, name)
+	}
 }
 
 // loadValid loads and validates the config named by --config (or the
