@@ -191,6 +191,17 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 	defer closeFn()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	if host != cfg.Host {
+		// A typo would otherwise drain a host that does not exist and
+		// leave the real one accepting starts.
+		snap, err := store.Snapshot(cctx)
+		if err != nil {
+			return etcdFailure(cfg, err)
+		}
+		if known := knownHosts(snap); !slices.Contains(known, host) {
+			return exit(hook.ExitRefused, fmt.Errorf("no host %s in etcd (no session, held domain, drain or unfenced record; known: %s): check the name, or run drain on that host itself", host, strings.Join(known, ", ")))
+		}
+	}
 	d, was, err := store.SetDrain(cctx, host, lease.Drain{Since: time.Now().UTC().Truncate(time.Second), By: operatorName(getenv), Evacuate: evacuate})
 	if err != nil {
 		return etcdFailure(cfg, err)
@@ -207,6 +218,29 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 		}
 	}
 	return nil
+}
+
+// knownHosts lists, sorted, every host etcd has a trace of: a session, a
+// held domain, an HA candidate, a drain or an unfenced record.
+func knownHosts(snap lease.Snapshot) []string {
+	var hosts []string
+	for _, h := range snap.Hosts {
+		hosts = append(hosts, h.Host)
+	}
+	for _, d := range snap.Domains {
+		hosts = append(hosts, d.Host)
+	}
+	for _, in := range snap.Intents {
+		hosts = append(hosts, in.Candidates...)
+	}
+	for h := range snap.Drains {
+		hosts = append(hosts, h)
+	}
+	for h := range snap.Unfenced {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
 }
 
 // evacuateHA moves this host's HA guests away (drain --evacuate). It must
