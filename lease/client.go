@@ -28,6 +28,26 @@ type EtcdConfig struct {
 	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
 }
 
+// TLSConfig is the TLS the client speaks to etcd: with the configured
+// files, with the system roots for https:// or unixs:// endpoints without
+// them (as etcdctl does), nil for none.
+func (c EtcdConfig) TLSConfig() (*tls.Config, error) {
+	switch {
+	case c.CACert != "" || c.Cert != "":
+		tlsInfo := transport.TLSInfo{TrustedCAFile: c.CACert, CertFile: c.Cert, KeyFile: c.Key}
+		tc, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
+		}
+		return tc, nil
+	case slices.ContainsFunc(c.Endpoints, func(e string) bool {
+		return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
+	}):
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	}
+	return nil, nil
+}
+
 // Dial returns an etcd client. Without a user name it does not wait for a
 // connection: the first call, under its own deadline, does. With one it logs
 // in first, which DialTimeout bounds.
@@ -60,19 +80,11 @@ func DialContext(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 		Password:             c.Password,
 		Logger:               zap.NewNop(),
 	}
-	switch {
-	case c.CACert != "" || c.Cert != "":
-		tlsInfo := transport.TLSInfo{TrustedCAFile: c.CACert, CertFile: c.Cert, KeyFile: c.Key}
-		tc, err := tlsInfo.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
-		}
-		cfg.TLS = tc
-	case slices.ContainsFunc(c.Endpoints, func(e string) bool {
-		return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
-	}):
-		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots, as etcdctl does
+	tc, err := c.TLSConfig()
+	if err != nil {
+		return nil, err
 	}
+	cfg.TLS = tc
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		eps := strings.Join(c.Endpoints, ",")

@@ -43,7 +43,9 @@ type Config struct {
 	Libvirt LibvirtConfig `yaml:"libvirt"`
 	Hook    HookConfig    `yaml:"hook"`
 	Metrics MetricsConfig `yaml:"metrics"`
-	HA      HAConfig      `yaml:"ha"`
+	// opTimeout is --timeout of an operator command (0: the default).
+	opTimeout time.Duration
+	HA        HAConfig `yaml:"ha"`
 }
 
 // EtcdConfig says how to reach etcd. TLS and credentials work like

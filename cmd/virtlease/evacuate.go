@@ -23,7 +23,7 @@ const migrateTimeout = 3 * time.Minute
 // (virsh talks to the local libvirtd). Guests that cannot move stay running
 // and are listed; the error says how many.
 func evacuate(ctx context.Context, cfg Config, store *lease.Store, host string, out io.Writer) error {
-	sctx, cancel := context.WithTimeout(ctx, callTimeout)
+	sctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	snap, err := store.Snapshot(sctx)
 	cancel()
 	if err != nil {

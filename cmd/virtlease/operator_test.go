@@ -125,7 +125,7 @@ func TestStatusCommand(t *testing.T) {
 	if err := l.claim(b, uuidDB1, "db1", "rbd/pool/db1"); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errw := l.run(nil, "drain", "--host", "host-c"); code != 0 {
+	if code, _, errw := l.run(nil, "drain", "--new", "--host", "host-c"); code != 0 {
 		t.Fatalf("drain host-c: exit %d %s", code, errw)
 	}
 

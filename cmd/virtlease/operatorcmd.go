@@ -36,7 +36,7 @@ func runRelease(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer closeFn()
-	pctx, cancel := context.WithTimeout(ctx, callTimeout)
+	pctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
 	var a *lease.Action
 	if opt.Host != "" {
@@ -66,7 +66,7 @@ func runRelease(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr
 			return exit(hook.ExitRefused, fmt.Errorf("not releasing %s: not confirmed", actionSubject(a)))
 		}
 	}
-	actx, cancel2 := context.WithTimeout(ctx, callTimeout)
+	actx, cancel2 := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel2()
 	rec, key, err := store.Apply(actx, a, operatorName(getenv), opt.EvenIfAlive)
 	if err != nil {
@@ -182,16 +182,23 @@ func etcdFailure(cfg Config, err error) error {
 	return exit(hook.ExitRefused, err)
 }
 
+// drainOptions are drain's flags.
+type drainOptions struct {
+	evacuate  bool // --evacuate
+	unknownOK bool // --new: a host etcd has no trace of
+}
+
 // runDrain is `virtlease drain`: new starts on host are refused from now on.
-func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdout io.Writer, getenv func(string) string) error {
+func runDrain(ctx context.Context, cfg Config, host string, opt drainOptions, stdout io.Writer, getenv func(string) string) error {
+	evacuate := opt.evacuate
 	store, closeFn, err := dial(cfg)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
-	if host != cfg.Host {
+	if host != cfg.Host && !opt.unknownOK {
 		// A typo would otherwise drain a host that does not exist and
 		// leave the real one accepting starts.
 		snap, err := store.Snapshot(cctx)
@@ -199,7 +206,7 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 			return etcdFailure(cfg, err)
 		}
 		if known := knownHosts(snap); !slices.Contains(known, host) {
-			return exit(hook.ExitRefused, fmt.Errorf("no host %s in etcd (no session, held domain, drain or unfenced record; known: %s): check the name, or run drain on that host itself", host, strings.Join(known, ", ")))
+			return exit(hook.ExitRefused, fmt.Errorf("no host %s in etcd (no session, held domain, drain or unfenced record; known: %s): check the name; drain --new --host %[1]s drains it anyway", host, strings.Join(known, ", ")))
 		}
 	}
 	d, was, err := store.SetDrain(cctx, host, lease.Drain{Since: time.Now().UTC().Truncate(time.Second), By: operatorName(getenv), Evacuate: evacuate})
@@ -264,7 +271,7 @@ func runUndrain(ctx context.Context, cfg Config, host string, stdout io.Writer) 
 		return err
 	}
 	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
 	d, err := store.ClearDrain(ctx, host)
 	if err != nil {
