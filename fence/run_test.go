@@ -268,8 +268,9 @@ func TestRunReadyOnlyOnceVerified(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var notes []string
+	states := &stateMetrics{}
 	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
-		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock},
+		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock}, Metrics: states,
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Notify: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -308,6 +309,30 @@ func TestRunReadyOnlyOnceVerified(t *testing.T) {
 	if !slices.Contains(notes, "STATUS=session 0000000000000007 resumed, not yet renewed") {
 		t.Errorf("no STATUS= for the resumed session: %v", notes)
 	}
+	if got := states.seen(); len(got) == 0 || got[0] != "resumed" || !slices.Contains(SessionStates(), got[len(got)-1]) {
+		t.Errorf("session states exported: %v, want resumed first", got)
+	}
+}
+
+// stateMetrics records the session states the loop exports.
+type stateMetrics struct {
+	noMetrics
+	mu     sync.Mutex
+	states []string
+}
+
+func (m *stateMetrics) SessionState(s string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.states) == 0 || m.states[len(m.states)-1] != s {
+		m.states = append(m.states, s)
+	}
+}
+
+func (m *stateMetrics) seen() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.states)
 }
 
 func TestStatusLine(t *testing.T) {

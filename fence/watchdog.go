@@ -64,7 +64,14 @@ type Metrics interface {
 	Reconciled(action string)         // "adopt", "kill", "release"
 	GuestsManaged(n int)              // running guests last seen
 	HARestarted(ok bool)              // an HA restart attempt here
+	SessionState(state string)        // SessionStates: the session as the loop sees it
+	DeviceArmed(armed bool)           // the hardware watchdog is open and counting
+	HAIntentsFailed(n int)            // HA intents (cluster-wide) that gave up, last seen
 }
+
+// SessionStates are the values Metrics.SessionState takes: held (renewed by
+// etcd), resumed (from the session file, not yet renewed), fencing, none.
+func SessionStates() []string { return []string{"held", "resumed", "fencing", "none"} }
 
 type noMetrics struct{}
 
@@ -76,6 +83,9 @@ func (noMetrics) Killed(string, int)        {}
 func (noMetrics) Reconciled(string)         {}
 func (noMetrics) GuestsManaged(int)         {}
 func (noMetrics) HARestarted(bool)          {}
+func (noMetrics) SessionState(string)       {}
+func (noMetrics) DeviceArmed(bool)          {}
+func (noMetrics) HAIntentsFailed(int)       {}
 
 // Options wires a Watchdog.
 type Options struct {
@@ -289,6 +299,8 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		} else {
 			w.o.Metrics.SessionLeft(0)
 		}
+		w.o.Metrics.SessionState(w.sessionState())
+		w.o.Metrics.DeviceArmed(w.devOpen)
 		select {
 		case <-ctx.Done():
 			return w.stop()
@@ -310,17 +322,30 @@ func (w *Watchdog) Run(ctx context.Context) error {
 	}
 }
 
+// sessionState is one of SessionStates.
+func (w *Watchdog) sessionState() string {
+	switch {
+	case w.lease == 0:
+		return "none"
+	case w.fencing:
+		return "fencing"
+	case w.active.Load() == nil:
+		return "resumed"
+	}
+	return "held"
+}
+
 // statusLine is what `systemctl status` shows for the watchdog (STATUS=):
 // the session and its state, and the managed guests last counted. It
 // changes only with those, not every second.
 func (w *Watchdog) statusLine() string {
 	var s string
-	switch {
-	case w.lease == 0:
+	switch w.sessionState() {
+	case "none":
 		s = "no session: waiting for etcd"
-	case w.fencing:
+	case "fencing":
 		s = "fencing: session " + w.lease.String() + " lost"
-	case w.active.Load() == nil:
+	case "resumed":
 		s = "session " + w.lease.String() + " resumed, not yet renewed"
 	default:
 		s = "session " + w.lease.String() + " held"

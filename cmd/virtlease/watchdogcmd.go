@@ -121,7 +121,8 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	if cfg.Metrics.Listen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		pm := newPromMetrics(reg)
+		pm := newPromMetrics(reg, env.stateDir)
+		pm.setTimings(fc)
 		if err := serveMetrics(ctx, cfg.Metrics.Listen, reg, log); err != nil {
 			// Not fatal: exiting would leave a resumed session unfenced.
 			log.Error("no metrics: "+err.Error(), "listen", cfg.Metrics.Listen)
