@@ -26,6 +26,9 @@ type EtcdConfig struct {
 	Username    string        // like etcdctl --user
 	Password    string        // read from the config's password_file by the caller
 	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
+	// Logger receives the client's own diagnostics (TLS, balancer,
+	// retries); nil is silent, as the hook must be (see Dial).
+	Logger *zap.Logger
 }
 
 // TLSConfig is the TLS the client speaks to etcd: with the configured
@@ -78,7 +81,10 @@ func DialContext(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		Username:             c.Username,
 		Password:             c.Password,
-		Logger:               zap.NewNop(),
+		Logger:               c.Logger,
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
 	tc, err := c.TLSConfig()
 	if err != nil {

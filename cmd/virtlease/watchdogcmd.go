@@ -111,6 +111,7 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	if err != nil {
 		return exit(hook.ExitUsage, err)
 	}
+	ec.Logger = etcdLogger(log, time.Minute)
 	etcd := &lazyEtcd{}
 	defer etcd.Close()
 	cctx, stopConnect := context.WithCancel(ctx)
