@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/virtlease/virtlease/lease"
 )
 
 // Usage errors follow the documented exit codes (2, usage on stderr,
@@ -40,5 +42,29 @@ func TestCLIUsage(t *testing.T) {
 				t.Errorf("stdout %q, stderr %q; want %q and %q in them", out.String(), errw.String(), tc.stdout, tc.stderr)
 			}
 		})
+	}
+}
+
+// ha reset finds an intent by UUID or by a name only one intent carries; a
+// name two HA domains share is refused with both UUIDs listed, never
+// resolved to one of them.
+func TestIntentByName(t *testing.T) {
+	intents := map[string]lease.Intent{
+		uuidWeb1: {Name: "web1"},
+		uuidDupA: {Name: "dup"},
+		uuidDupB: {Name: "dup"},
+	}
+	for _, tc := range []struct {
+		arg, want, errHas string
+	}{
+		{"web1", uuidWeb1, ""},
+		{strings.ToUpper(uuidDupA), uuidDupA, ""},
+		{"dup", "", "2 HA domains are named dup (" + uuidDupA + ", " + uuidDupB + "): give the UUID"},
+		{"nosuch", "", "nosuch has no HA intent"},
+	} {
+		got, err := intentByName(intents, tc.arg)
+		if got != tc.want || (tc.errHas == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.errHas)) {
+			t.Errorf("intentByName(%q) = %q, %v; want %q, %q", tc.arg, got, err, tc.want, tc.errHas)
+		}
 	}
 }
