@@ -2,17 +2,37 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
 )
 
+// underJournal reports whether f is the stream systemd connected to the
+// journal: JOURNAL_STREAM names its device and inode ("DEV:INO"). A child
+// whose stderr was redirected elsewhere inherits the variable but not the
+// stream, so the variable alone is not enough (systemd.exec(5)).
+func underJournal(f *os.File, getenv func(string) string) bool {
+	v := getenv("JOURNAL_STREAM")
+	if v == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return v == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
 // newLogHandler is the daemon's slog handler on w. Under systemd's journal
-// (JOURNAL_STREAM set) each line starts with its syslog priority, "<4>" for
-// a warning, which journald strips and records (SyslogLevelPrefix= is on by
-// default), so `journalctl -p warning` finds warnings and errors; the time
-// is left out there, as the journal stamps every line itself.
-func newLogHandler(w io.Writer, getenv func(string) string) slog.Handler {
-	if getenv("JOURNAL_STREAM") == "" {
+// each line starts with its syslog priority, "<4>" for a warning, which
+// journald strips and records (SyslogLevelPrefix= is on by default), so
+// `journalctl -p warning` finds warnings and errors; the time is left out
+// there, as the journal stamps every line itself.
+func newLogHandler(w io.Writer, journal bool) slog.Handler {
+	if !journal {
 		return slog.NewTextHandler(w, nil)
 	}
 	return slog.NewTextHandler(priorityWriter{w}, &slog.HandlerOptions{

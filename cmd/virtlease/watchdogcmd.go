@@ -36,6 +36,7 @@ func (bootClock) After(d time.Duration) <-chan struct{} {
 // parts of it.
 type watchdogEnv struct {
 	stderr   io.Writer
+	journal  bool // stderr is systemd's journal stream (underJournal)
 	getenv   func(string) string
 	stateDir string
 	bootID   func() (string, error)
@@ -49,6 +50,7 @@ type watchdogEnv struct {
 func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(string) string) error {
 	return startWatchdog(ctx, cfg, watchdogEnv{
 		stderr:   stderr,
+		journal:  underJournal(os.Stderr, getenv) && stderr == io.Writer(os.Stderr),
 		getenv:   getenv,
 		stateDir: defaultStateDir,
 		bootID:   lease.BootID,
@@ -72,7 +74,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(
 func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	// The fence loop must never wait on the journal: log through a queue
 	// that drops when full, and write out what is queued before exiting.
-	logq := fence.NewLogQueue(newLogHandler(env.stderr, env.getenv), 4096)
+	logq := fence.NewLogQueue(newLogHandler(env.stderr, env.journal), 4096)
 	defer flushLog(logq)
 	log := slog.New(logq).With("host", cfg.Host)
 	fc := fence.Config{TTL: time.Duration(cfg.Session.TTL), RenewInterval: time.Duration(cfg.Session.RenewInterval), Margin: time.Duration(cfg.Fence.Margin)}

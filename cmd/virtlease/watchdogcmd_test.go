@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/virtlease/virtlease/fence"
 	"github.com/virtlease/virtlease/lease"
@@ -179,19 +182,19 @@ func TestWatchdogRefusesShortSystemdWatchdog(t *testing.T) {
 func TestWatchdogLogPriority(t *testing.T) {
 	cases := []struct {
 		name     string
-		env      map[string]string
+		journal  bool
 		wantWarn string // how the warning line starts
 		wantTime bool
 	}{
-		{"journal", map[string]string{"JOURNAL_STREAM": "8:12345"}, "<4>level=WARN ", false},
-		{"terminal", nil, "time=", true},
+		{"journal", true, "<4>level=WARN ", false},
+		{"terminal", false, "time=", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Host = "host-a"
 			var errw bytes.Buffer
-			err := startWatchdog(context.Background(), cfg, watchdogEnv{stderr: &errw, getenv: mapEnv(tc.env), stateDir: t.TempDir(),
+			err := startWatchdog(context.Background(), cfg, watchdogEnv{stderr: &errw, journal: tc.journal, getenv: mapEnv(nil), stateDir: t.TempDir(),
 				bootID: func() (string, error) { return "", errors.New("no boot id here") }})
 			if err == nil {
 				t.Fatal("started without a boot ID")
@@ -206,6 +209,29 @@ func TestWatchdogLogPriority(t *testing.T) {
 				t.Errorf("warning logged as %q, want it to start with %q (time= %v)", warn, tc.wantWarn, tc.wantTime)
 			}
 		})
+	}
+}
+
+// Only the stream JOURNAL_STREAM names is the journal: a log redirected
+// to a file by a parent that runs under systemd gets plain lines.
+func TestUnderJournal(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	this := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	for _, tc := range []struct {
+		stream string
+		want   bool
+	}{{this, true}, {"", false}, {fmt.Sprintf("%d:%d", st.Dev, st.Ino+1), false}} {
+		if got := underJournal(f, mapEnv(map[string]string{"JOURNAL_STREAM": tc.stream})); got != tc.want {
+			t.Errorf("JOURNAL_STREAM=%q: %v, want %v", tc.stream, got, tc.want)
+		}
 	}
 }
 
