@@ -99,7 +99,10 @@ type FenceConfig struct {
 
 // LibvirtConfig says which libvirtd the daemon talks to (hooks never do).
 type LibvirtConfig struct {
-	// URI is the libvirt connection URI. Default qemu:///system.
+	// URI is the libvirt connection URI. Default qemu:///system: the
+	// modular virtqemud's /run/libvirt/virtqemud-sock when it exists, else
+	// libvirtd's /run/libvirt/libvirt-sock (picked again at every
+	// reconnect); qemu+unix:///system?socket=PATH names one socket.
 	URI string `yaml:"uri"`
 }
 
