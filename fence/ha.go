@@ -262,6 +262,7 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 	if err != nil {
 		return
 	}
+	w.o.Metrics.HAIntentsFailed(v.Failed)
 	now := st.now()
 	st.noteLive(h, v.Live, now, o.Settle)
 	seen := map[string]bool{}

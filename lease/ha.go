@@ -30,6 +30,7 @@ type HAView struct {
 	Revision    int64
 	Restartable []Restartable
 	Live        []string // live hosts that are not draining, sorted
+	Failed      int      // intents that gave up (want "failed"): an operator must look
 }
 
 // HAView reads the intents and just enough of everything else to find the
@@ -74,6 +75,9 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		uuid := s.keys.Name(string(kv.Key))
 		in, err := decode[Intent](string(kv.Key), kv.Value)
+		if err == nil && in.Want == WantFailed {
+			v.Failed++
+		}
 		if err != nil || in.Want != WantRunning || migrating[uuid] || unfenced[uuid] {
 			continue
 		}

@@ -73,7 +73,7 @@ Example:
 			store, closeFn, err := dial(cfg)
 			if err == nil {
 				defer closeFn()
-				r.snapshot = func(ctx context.Context) (lease.Snapshot, error) { return readSnapshot(ctx, store, callTimeout) }
+				r.snapshot = func(ctx context.Context) (lease.Snapshot, error) { return readSnapshot(ctx, store, cfg.callTimeout()) }
 			} else {
 				r.snapshot = func(context.Context) (lease.Snapshot, error) { return lease.Snapshot{}, err }
 			}
