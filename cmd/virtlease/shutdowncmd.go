@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,10 @@ Example:
 			if err != nil {
 				return err
 			}
+			if ok, why := isHostShutdown(c.Context, getenv, systemState); !ok {
+				fmt.Fprintln(c.App.ErrWriter, "virtlease: "+why)
+				return nil
+			}
 			// systemd sends SIGTERM when the stop timeout runs out: the
 			// marker is already written; cut the migrations short and stop
 			// what is left.
@@ -83,6 +88,46 @@ Example:
 			return nil
 		},
 	}
+}
+
+// isHostShutdown tells whether shutdown-mark, run by systemd (which sets
+// INVOCATION_ID), runs because the host goes down: the unit also stops
+// when an operator or a package upgrade stops or restarts it, and then
+// moving and stopping every guest would be a disaster. Run by hand it
+// always goes on.
+//
+// Outcomes:
+//   - true: run by hand, or systemd says the system is stopping;
+//   - false, and why: systemd says otherwise, or could not be asked (when
+//     unsure, leave the guests alone).
+func isHostShutdown(ctx context.Context, getenv func(string) string, state func(context.Context) (string, error)) (bool, string) {
+	if getenv("INVOCATION_ID") == "" {
+		return true, ""
+	}
+	st, err := state(ctx)
+	switch {
+	case err != nil:
+		return false, fmt.Sprintf("cannot ask systemd whether the host is shutting down (%v): leaving the guests alone", err)
+	case st != "stopping":
+		return false, fmt.Sprintf("the unit stopped but the host is not shutting down (systemd: %s): nothing done; to move guests away use virtlease drain --evacuate", st)
+	}
+	return true, ""
+}
+
+// systemState is systemctl is-system-running's answer ("stopping" while
+// the host shuts down).
+func systemState(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// It exits non-zero for every state but running: the word is the answer.
+	b, err := exec.CommandContext(ctx, "systemctl", "is-system-running").Output()
+	if st := strings.TrimSpace(string(b)); st != "" {
+		return st, nil
+	}
+	if err == nil {
+		err = errors.New("no answer")
+	}
+	return "", err
 }
 
 // shutdownRun is one host shutdown.

@@ -286,3 +286,32 @@ func TestShutdownRunMarkerFails(t *testing.T) {
 		t.Errorf("shut down %v, want [u-ha1]", g.shutdowns)
 	}
 }
+
+// The unit stops at a package upgrade or by hand too: only a host that is
+// going down loses its guests.
+func TestIsHostShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name, invocation, state string
+		err                     error
+		want                    bool
+	}{
+		{name: "by hand", want: true},
+		{name: "systemd, shutting down", invocation: "abc", state: "stopping", want: true},
+		{name: "systemd, unit restarted", invocation: "abc", state: "running"},
+		{name: "systemd, degraded", invocation: "abc", state: "degraded"},
+		{name: "systemd unreachable", invocation: "abc", err: errors.New("no bus")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == "INVOCATION_ID" {
+					return tc.invocation
+				}
+				return ""
+			}
+			got, why := isHostShutdown(context.Background(), getenv, func(context.Context) (string, error) { return tc.state, tc.err })
+			if got != tc.want || (!got && why == "") {
+				t.Errorf("isHostShutdown = %v %q, want %v", got, why, tc.want)
+			}
+		})
+	}
+}
