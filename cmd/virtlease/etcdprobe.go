@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -65,8 +66,11 @@ func probeEndpoint(ctx context.Context, ep string, tc *tls.Config, timeout time.
 		return dialCause(err, timeout)
 	}
 	defer c.Close()
-	if tc == nil || network == "unix" {
+	if network == "unix" {
 		return nil
+	}
+	if tc == nil {
+		return notHTTP1(c, timeout)
 	}
 	cfg := tc.Clone()
 	if cfg.ServerName == "" {
@@ -78,6 +82,22 @@ func probeEndpoint(ctx context.Context, ep string, tc *tls.Config, timeout time.
 			return fmt.Errorf("timeout: no TLS handshake within %v (etcd.dial_timeout)", timeout)
 		}
 		return fmt.Errorf("TLS: %v", err)
+	}
+	return nil
+}
+
+// notHTTP1 greets a plain http:// endpoint as gRPC does (the HTTP/2
+// preface) and refuses one that answers in HTTP/1 (a web server or proxy
+// on the port): gRPC would only retry it until the deadline. etcd answers
+// with its HTTP/2 settings at once; no answer in time is let through.
+func notHTTP1(c net.Conn, timeout time.Duration) error {
+	c.SetDeadline(time.Now().Add(min(timeout, 500*time.Millisecond)))
+	if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
+		return nil
+	}
+	buf := make([]byte, 5)
+	if n, _ := io.ReadFull(c, buf); n == 5 && string(buf) == "HTTP/" {
+		return errors.New("answers HTTP/1, not etcd's gRPC: is it an etcd client URL, such as port 2379?")
 	}
 	return nil
 }

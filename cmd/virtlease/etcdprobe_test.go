@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +95,37 @@ func TestTimeoutFlag(t *testing.T) {
 	code := runCLI([]string{"virtlease", "status", "--timeout", "-1s", "--config", config}, strings.NewReader(""), &out, &errw, mapEnv(nil))
 	if code != 2 || !strings.Contains(errw.String(), "--timeout -1s must be positive") {
 		t.Errorf("exit %d, stderr %q", code, errw.String())
+	}
+}
+
+// An endpoint that answers, but not as etcd (a web server on the port, an
+// HTTP proxy), is "etcd unavailable" with a hint, not a refusal (exit 1)
+// as if etcd had decided something.
+func TestOperatorNotEtcd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h2c  bool // the server speaks HTTP/2 without TLS (a proxy): gRPC gets its 404
+	}{{"http/1 server", false}, {"http/2 proxy", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+			if tc.h2c {
+				srv.Config.Protocols = new(http.Protocols)
+				srv.Config.Protocols.SetHTTP1(true)
+				srv.Config.Protocols.SetUnencryptedHTTP2(true)
+			}
+			srv.Start()
+			defer srv.Close()
+			config := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(config, []byte("host: host-a\netcd:\n  endpoints: ["+srv.URL+"]\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{"status"}, {"drain"}, {"ha", "reset", "web1"}} {
+				var out, errw bytes.Buffer
+				code := runCLI(append([]string{"virtlease", "--config", config}, args...), strings.NewReader(""), &out, &errw, mapEnv(nil))
+				if code != 3 || !strings.Contains(errw.String(), "is it an etcd client URL") {
+					t.Errorf("%v: exit %d, stderr %q; want exit 3 and a hint", args, code, errw.String())
+				}
+			}
+		})
 	}
 }
