@@ -224,7 +224,8 @@ func (st *haState) noteLive(h lease.Holder, live []string, now time.Time, settle
 // revision, and, for the hosts noteLive counts as just joined, not before
 // each one up to this host in order has had Settle (plus the rank steps)
 // since it joined, so that a host that came back a little later than the
-// first gets its share. A restart another host has just begun (the
+// first gets its share. A guest whose QEMU crashed (lease.CrashedOn) does
+// not wait to settle. A restart another host has just begun (the
 // revision changed, its claim has not landed yet) is given at least one
 // Step, so that the restart is not counted twice.
 func (st *haState) dueAt(o HAOptions, h lease.Holder, r lease.Restartable, order []string, rank int, now time.Time) time.Time {
@@ -236,6 +237,11 @@ func (st *haState) dueAt(o HAOptions, h lease.Holder, r lease.Restartable, order
 		wait = max(wait, o.Step)
 	}
 	due := st.firstSeen[r.UUID].Add(wait)
+	if strings.HasPrefix(r.Intent.Reason, lease.CrashedOnPrefix) {
+		// Its QEMU died while its host held a session: the cluster was
+		// up, nothing to share out after an outage.
+		return due
+	}
 	for _, x := range order[:rank+1] {
 		if j, ok := st.joined[x]; ok {
 			if settled := j.Add(o.Settle + time.Duration(rank)*o.Step); settled.After(due) {
@@ -256,6 +262,7 @@ func (w *Watchdog) restartOnce(ctx context.Context, o HAOptions, h lease.Holder,
 	if err != nil {
 		return
 	}
+	w.o.Metrics.HAIntentsFailed(v.Failed)
 	now := st.now()
 	st.noteLive(h, v.Live, now, o.Settle)
 	seen := map[string]bool{}

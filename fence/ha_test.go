@@ -347,6 +347,7 @@ type fakeHA struct {
 	domains []string
 	ranBy   map[string]string // uuid → host that started it
 	begun   map[string]int    // uuid → BeginRestart calls that counted
+	reason  map[string]string // uuid → the intent's Reason ("" for most)
 }
 
 func (f *fakeHA) HAView(context.Context) (lease.HAView, error) {
@@ -355,7 +356,7 @@ func (f *fakeHA) HAView(context.Context) (lease.HAView, error) {
 	v := lease.HAView{Live: slices.Clone(f.live)}
 	for _, u := range f.domains {
 		if f.ranBy[u] == "" {
-			v.Restartable = append(v.Restartable, lease.Restartable{UUID: u, Intent: lease.Intent{Want: lease.WantRunning, Name: u}, Rev: 1})
+			v.Restartable = append(v.Restartable, lease.Restartable{UUID: u, Intent: lease.Intent{Want: lease.WantRunning, Name: u, Reason: f.reason[u]}, Rev: 1})
 		}
 	}
 	return v, nil
@@ -561,5 +562,33 @@ func TestHALateJoinerIsNotWaitedFor(t *testing.T) {
 	}
 	if f.ranBy[f.domains[0]] != "host-a" {
 		t.Fatalf("4 s after the guest became restartable, host-a (second choice after host-c, back from a partition) had not started it: %v", f.ranBy)
+	}
+}
+
+// A guest whose QEMU crashed while its host's watchdog held a session is
+// no outage's guest: it comes back at once, even on a host whose watchdog
+// started (with a new session) moments before, while a guest whose host
+// was lost still waits out the settle period.
+func TestHACrashedGuestDoesNotSettle(t *testing.T) {
+	f := &fakeHA{live: []string{"host-a"}, ranBy: map[string]string{}, begun: map[string]int{},
+		domains: []string{"uuid-crashed", "uuid-lost"}, reason: map[string]string{"uuid-crashed": lease.CrashedOn("host-a")}}
+	o := HAOptions{Store: f, Starter: fakeHAStarter{f: f, host: "host-a"}, Interval: time.Second, Step: 3 * time.Second,
+		Settle: 10 * time.Second, MaxStarts: 2}.withDefaults()
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	now := t0
+	w := New(Options{Config: testConfig, Host: "host-a", Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	st := newHAState(func() time.Time { return now })
+	h := lease.Holder{Host: "host-a", Lease: 1}
+	w.restartOnce(context.Background(), o, h, st)
+	if f.ranBy["uuid-crashed"] != "host-a" {
+		t.Fatalf("the crashed guest was not restarted in the first round: %v", f.ranBy)
+	}
+	if f.ranBy["uuid-lost"] != "" {
+		t.Fatalf("the lost host's guest was restarted before settling: %v", f.ranBy)
+	}
+	now = t0.Add(o.Settle)
+	w.restartOnce(context.Background(), o, h, st)
+	if f.ranBy["uuid-lost"] != "host-a" {
+		t.Fatalf("the lost host's guest was not restarted after settling: %v", f.ranBy)
 	}
 }

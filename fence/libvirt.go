@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -22,8 +23,29 @@ import (
 // DefaultLibvirtURI is the libvirt connection DialLibvirt uses for "".
 const DefaultLibvirtURI = "qemu:///system"
 
-// defaultLibvirtSocket is libvirtd's socket for qemu:///system.
-const defaultLibvirtSocket = "/run/libvirt/libvirt-sock"
+// libvirtRunDir is where libvirt's system daemons keep their sockets and
+// the QEMU driver its pid files (run/libvirt/qemu), whichever daemon runs it.
+const libvirtRunDir = "/run/libvirt"
+
+// systemSockets are the sockets of the daemons that may run the QEMU driver
+// for qemu:///system, in the order libvirt's own client ("auto" mode) tries
+// them: the modular virtqemud first, the monolithic libvirtd second. A
+// modular host need not run virtproxyd, so libvirt-sock may well be absent.
+func systemSockets(dir string) []string {
+	return []string{filepath.Join(dir, "virtqemud-sock"), filepath.Join(dir, "libvirt-sock")}
+}
+
+// daemonName names the daemon behind a socket, for messages that tell the
+// operator which one to start.
+func daemonName(sock string) string {
+	switch filepath.Base(sock) {
+	case "virtqemud-sock":
+		return "virtqemud"
+	case "libvirt-sock":
+		return "libvirtd"
+	}
+	return "the libvirt daemon"
+}
 
 // closeGrace bounds the polite goodbye (ConnectClose) to libvirtd before a
 // connection's socket is closed anyway.
@@ -64,12 +86,15 @@ type Guest struct {
 //
 // A Libvirt is safe for concurrent use.
 type Libvirt struct {
-	socket  string // libvirtd's unix socket
-	remote  string // the URI asked of libvirtd: qemu:///system
-	runDir  string // libvirt's state directory: pid files in runDir/qemu
-	procDir string // "/proc"
+	sockets []string // the daemon sockets to try, in order (systemSockets or the one asked for)
+	remote  string   // the URI asked of libvirtd: qemu:///system
+	runDir  string   // libvirt's state directory: pid files in runDir/qemu
+	procDir string   // "/proc"
+	log     *slog.Logger
 
 	mu     sync.Mutex
+	socket string               // the socket last dialled: named in errors; a change is logged
+	logged bool                 // socket was logged
 	idle   []*lvConn            // connected, not in use
 	all    map[*lvConn]struct{} // every open connection, busy, idle or events
 	closed bool
@@ -79,7 +104,9 @@ type Libvirt struct {
 const maxIdleConns = 2
 
 // DialLibvirt connects to libvirtd, bounded by ctx. uri is "qemu:///system"
-// ("" means the same), which is /run/libvirt/libvirt-sock, or
+// ("" means the same), which is virtqemud's /run/libvirt/virtqemud-sock when
+// it exists, else libvirtd's /run/libvirt/libvirt-sock (picked again at
+// every dial, so a host switched between the two is followed), or
 // "qemu+unix:///system?socket=PATH" for a libvirtd listening on PATH (a lab
 // host). libvirt's pid files are looked for in the socket's directory
 // (/run/libvirt/qemu/NAME.pid).
@@ -101,17 +128,58 @@ func DialLibvirt(ctx context.Context, uri string) (*Libvirt, error) {
 // when it needs to. The watchdog starts before libvirtd (so that guests
 // libvirt autostarts find a session), so it cannot wait for one.
 func NewLibvirt(uri string) (*Libvirt, error) {
-	sock, remote, err := parseLibvirtURI(uri)
+	socks, remote, err := parseLibvirtURI(uri)
 	if err != nil {
 		return nil, err
 	}
 	return &Libvirt{
-		socket:  sock,
+		sockets: socks,
 		remote:  remote,
-		runDir:  filepath.Dir(sock),
+		runDir:  filepath.Dir(socks[0]),
 		procDir: "/proc",
+		log:     slog.New(slog.DiscardHandler),
+		socket:  socks[len(socks)-1],
 		all:     map[*lvConn]struct{}{},
 	}, nil
+}
+
+// SetLogger makes l log which daemon it talks to (once, and whenever that
+// changes). Call it before l is used.
+func (l *Libvirt) SetLogger(log *slog.Logger) { l.log = log }
+
+// pickSocket returns the socket to dial now: the first of l.sockets that
+// exists (the one asked for, as is, when the URI named one).
+//
+// Outcomes:
+//   - the socket, logged when it differs from the last one dialled;
+//   - an error naming every path tried when none exists.
+func (l *Libvirt) pickSocket() (string, error) {
+	pick := ""
+	if len(l.sockets) == 1 {
+		pick = l.sockets[0] // asked for: dialling it tells what is wrong
+	} else {
+		for _, s := range l.sockets {
+			if _, err := os.Stat(s); err == nil {
+				pick = s
+				break
+			}
+		}
+	}
+	if pick == "" {
+		var tried []string
+		for _, s := range l.sockets {
+			tried = append(tried, s+" ("+daemonName(s)+")")
+		}
+		return "", fmt.Errorf("fence: no libvirt daemon runs QEMU on this host: neither %s exists (start virtqemud or libvirtd)", strings.Join(tried, " nor "))
+	}
+	l.mu.Lock()
+	changed := pick != l.socket || !l.logged
+	l.socket, l.logged = pick, true
+	l.mu.Unlock()
+	if changed {
+		l.log.Info("libvirt: talking to "+daemonName(pick), "socket", pick)
+	}
+	return pick, nil
 }
 
 // LibvirtRunDir returns libvirt's state directory for uri (as DialLibvirt
@@ -119,20 +187,20 @@ func NewLibvirt(uri string) (*Libvirt, error) {
 // qemu+unix:///system?socket=PATH. Its qemu/ holds the pid files Running
 // reads; no libvirtd needs to answer.
 func LibvirtRunDir(uri string) (string, error) {
-	sock, _, err := parseLibvirtURI(uri)
+	socks, _, err := parseLibvirtURI(uri)
 	if err != nil {
 		return "", err
 	}
-	return filepath.Dir(sock), nil
+	return filepath.Dir(socks[0]), nil
 }
 
 // RunDir is LibvirtRunDir of the URI l was dialled with.
 func (l *Libvirt) RunDir() string { return l.runDir }
 
-// parseLibvirtURI returns the socket to dial and the URI to open on it.
-// Unknown parameters are refused: a misspelt socket= would otherwise
+// parseLibvirtURI returns the sockets to try, in order, and the URI to open
+// on them. Unknown parameters are refused: a misspelt socket= would otherwise
 // silently talk to another host's libvirtd.
-func parseLibvirtURI(uri string) (sock, remote string, err error) {
+func parseLibvirtURI(uri string) (socks []string, remote string, err error) {
 	if uri == "" {
 		uri = DefaultLibvirtURI
 	}
@@ -141,28 +209,28 @@ func parseLibvirtURI(uri string) (sock, remote string, err error) {
 	}
 	u, err := url.Parse(uri)
 	if err != nil {
-		return "", "", bad(err.Error())
+		return nil, "", bad(err.Error())
 	}
 	if u.Scheme != "qemu" && u.Scheme != "qemu+unix" {
-		return "", "", bad("only the local qemu driver over a unix socket")
+		return nil, "", bad("only the local qemu driver over a unix socket")
 	}
 	if u.Host != "" || u.User != nil {
-		return "", "", bad("remote hosts are not supported")
+		return nil, "", bad("remote hosts are not supported")
 	}
 	if u.Path != "/system" {
-		return "", "", bad("only the system instance")
+		return nil, "", bad("only the system instance")
 	}
-	sock = defaultLibvirtSocket
+	socks = systemSockets(libvirtRunDir)
 	for k, v := range u.Query() {
 		if k != "socket" || len(v) != 1 || v[0] == "" {
-			return "", "", bad("unknown or empty parameter " + k)
+			return nil, "", bad("unknown or empty parameter " + k)
 		}
 		if !filepath.IsAbs(v[0]) {
-			return "", "", bad("socket must be an absolute path")
+			return nil, "", bad("socket must be an absolute path")
 		}
-		sock = filepath.Clean(v[0])
+		socks = []string{filepath.Clean(v[0])}
 	}
-	return sock, DefaultLibvirtURI, nil
+	return socks, DefaultLibvirtURI, nil
 }
 
 // lvConn is one connection to libvirtd.
@@ -231,20 +299,24 @@ func (c *lvConn) close() {
 
 // dial opens a new connection, bounded by ctx.
 func (l *Libvirt) dial(ctx context.Context) (*lvConn, error) {
-	d := &lvDialer{ctx: ctx, path: l.socket}
+	sock, err := l.pickSocket()
+	if err != nil {
+		return nil, err
+	}
+	d := &lvDialer{ctx: ctx, path: sock}
 	lv := libvirt.NewWithDialer(d)
 	done := make(chan error, 1)
 	go func() { done <- lv.ConnectToURI(libvirt.ConnectURI(l.remote)) }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, fmt.Errorf("fence: cannot connect to libvirtd at %s (is libvirtd running?): %w", l.socket, err)
+			return nil, fmt.Errorf("fence: cannot connect to %s at %s (is %s running?): %w", daemonName(sock), sock, daemonName(sock), err)
 		}
 		return &lvConn{lv: lv, dial: d}, nil
 	case <-ctx.Done():
 		// go-libvirt's handshake goroutine ends once it sees the closed socket.
 		d.abort()
-		return nil, fmt.Errorf("fence: libvirtd at %s did not complete the connection in time: %w", l.socket, ctx.Err())
+		return nil, fmt.Errorf("fence: %s at %s did not complete the connection in time: %w", daemonName(sock), sock, ctx.Err())
 	}
 }
 
@@ -328,7 +400,7 @@ func (l *Libvirt) call(ctx context.Context, fn func(*lvConn) error) error {
 		return err
 	case <-ctx.Done():
 		l.discard(c)
-		return fmt.Errorf("fence: libvirtd at %s did not answer in time, call abandoned: %w", l.socket, ctx.Err())
+		return fmt.Errorf("fence: %s at %s did not answer in time, call abandoned: %w", daemonName(c.dial.path), c.dial.path, ctx.Err())
 	}
 }
 
@@ -716,7 +788,7 @@ func (l *Libvirt) Events(ctx context.Context) (<-chan LifecycleEvent, error) {
 		if s.err != nil {
 			stop()
 			go forget()
-			return nil, fmt.Errorf("fence: libvirtd at %s refused lifecycle events: %w", l.socket, s.err)
+			return nil, fmt.Errorf("fence: %s at %s refused lifecycle events: %w", daemonName(c.dial.path), c.dial.path, s.err)
 		}
 		src = s.src
 	case <-ctx.Done():
@@ -729,7 +801,7 @@ func (l *Libvirt) Events(ctx context.Context) (<-chan LifecycleEvent, error) {
 			}
 			forget()
 		}()
-		return nil, fmt.Errorf("fence: libvirtd at %s did not subscribe to events in time: %w", l.socket, ctx.Err())
+		return nil, fmt.Errorf("fence: %s at %s did not subscribe to events in time: %w", daemonName(c.dial.path), c.dial.path, ctx.Err())
 	}
 
 	out := make(chan LifecycleEvent, 16)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,12 @@ import (
 
 func TestParseLibvirtURI(t *testing.T) {
 	cases := []struct {
-		uri, sock string
+		uri, sock string // sock: the sockets tried, in order, space-separated
 		ok        bool
 	}{
-		{"", "/run/libvirt/libvirt-sock", true},
-		{"qemu:///system", "/run/libvirt/libvirt-sock", true},
-		{"qemu+unix:///system", "/run/libvirt/libvirt-sock", true},
+		{"", "/run/libvirt/virtqemud-sock /run/libvirt/libvirt-sock", true},
+		{"qemu:///system", "/run/libvirt/virtqemud-sock /run/libvirt/libvirt-sock", true},
+		{"qemu+unix:///system", "/run/libvirt/virtqemud-sock /run/libvirt/libvirt-sock", true},
 		{"qemu+unix:///system?socket=/srv/lab/host-a/run/libvirt/libvirt-sock", "/srv/lab/host-a/run/libvirt/libvirt-sock", true},
 		{"qemu:///system?socket=/x/libvirt-sock", "/x/libvirt-sock", true},
 		{"qemu:///session", "", false},
@@ -33,15 +34,16 @@ func TestParseLibvirtURI(t *testing.T) {
 		{"::", "", false},
 	}
 	for _, c := range cases {
-		sock, remote, err := parseLibvirtURI(c.uri)
+		socks, remote, err := parseLibvirtURI(c.uri)
+		sock := strings.Join(socks, " ")
 		if (err == nil) != c.ok || sock != c.sock {
 			t.Errorf("parseLibvirtURI(%q) = %q, %q, %v; want %q, ok %v", c.uri, sock, remote, err, c.sock, c.ok)
 		}
 		if err == nil && remote != "qemu:///system" {
 			t.Errorf("parseLibvirtURI(%q) opens %q, want qemu:///system", c.uri, remote)
 		}
-		if dir, err := LibvirtRunDir(c.uri); err == nil && dir != filepath.Dir(c.sock) {
-			t.Errorf("LibvirtRunDir(%q) = %q, want %q", c.uri, dir, filepath.Dir(c.sock))
+		if dir, err := LibvirtRunDir(c.uri); err == nil && dir != filepath.Dir(socks[0]) {
+			t.Errorf("LibvirtRunDir(%q) = %q, want %q", c.uri, dir, filepath.Dir(socks[0]))
 		}
 		if err != nil && !strings.Contains(err.Error(), "qemu+unix:///system?socket=PATH") {
 			t.Errorf("parseLibvirtURI(%q) error does not say what is wanted: %v", c.uri, err)
@@ -64,7 +66,13 @@ type fakeLibvirtd struct {
 
 func newFakeLibvirtd(t *testing.T, handshake bool) *fakeLibvirtd {
 	t.Helper()
-	f := &fakeLibvirtd{sock: filepath.Join(t.TempDir(), "libvirt-sock"), handshake: handshake}
+	return newFakeLibvirtdAt(t, filepath.Join(t.TempDir(), "libvirt-sock"), handshake)
+}
+
+// newFakeLibvirtdAt is newFakeLibvirtd listening on sock.
+func newFakeLibvirtdAt(t *testing.T, sock string, handshake bool) *fakeLibvirtd {
+	t.Helper()
+	f := &fakeLibvirtd{sock: sock, handshake: handshake}
 	ln, err := net.Listen("unix", f.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +169,93 @@ func TestDialLibvirtNoDaemon(t *testing.T) {
 	_, err := DialLibvirt(context.Background(), uri)
 	if err == nil || !strings.Contains(err.Error(), "is libvirtd running?") {
 		t.Errorf("DialLibvirt with no daemon: %v", err)
+	}
+}
+
+// TestLibvirtDaemonSocket: qemu:///system talks to virtqemud when its socket
+// exists (a modular host need not run virtproxyd, so libvirt-sock may be
+// missing), else to libvirtd, picked again at every dial; with neither, one
+// line names both paths.
+func TestLibvirtDaemonSocket(t *testing.T) {
+	cases := []struct {
+		name    string
+		present []string // fake daemons listening, by socket name
+		want    string   // socket dialled, "" for an error
+	}{
+		{"monolithic", []string{"libvirt-sock"}, "libvirt-sock"},
+		{"modular without virtproxyd", []string{"virtqemud-sock"}, "virtqemud-sock"},
+		{"modular with virtproxyd", []string{"virtqemud-sock", "libvirt-sock"}, "virtqemud-sock"},
+		{"none", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fakes := map[string]*fakeLibvirtd{}
+			for _, p := range c.present {
+				fakes[p] = newFakeLibvirtdAt(t, filepath.Join(dir, p), true)
+			}
+			l, err := NewLibvirt("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.sockets = systemSockets(dir)
+			var logs strings.Builder
+			l.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+			defer l.Close()
+			c0, err := l.acquire(t.Context())
+			if c.want == "" {
+				want := []string{filepath.Join(dir, "virtqemud-sock") + " (virtqemud)", filepath.Join(dir, "libvirt-sock") + " (libvirtd)"}
+				if err == nil || !strings.Contains(err.Error(), want[0]) || !strings.Contains(err.Error(), want[1]) {
+					t.Fatalf("acquire with no daemon: %v, want both sockets named", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.release(c0)
+			if conns, _ := fakes[c.want].counts(); conns != 1 {
+				t.Errorf("%s accepted %d connections, want 1", c.want, conns)
+			}
+			if d := daemonName(c.want); !strings.Contains(logs.String(), "talking to "+d) {
+				t.Errorf("log does not name %s: %q", d, logs.String())
+			}
+		})
+	}
+}
+
+// TestLibvirtDaemonSocketRepick: a host that starts virtqemud after the
+// watchdog (or switches daemons) is followed at the next dial, and logged.
+func TestLibvirtDaemonSocketRepick(t *testing.T) {
+	dir := t.TempDir()
+	legacy := newFakeLibvirtdAt(t, filepath.Join(dir, "libvirt-sock"), true)
+	l, err := NewLibvirt("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.sockets = systemSockets(dir)
+	var logs strings.Builder
+	l.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	defer l.Close()
+	c1, err := l.acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	modular := newFakeLibvirtdAt(t, filepath.Join(dir, "virtqemud-sock"), true)
+	c2, err := l.acquire(t.Context()) // c1 is busy: a new dial
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.release(c1)
+	l.release(c2)
+	if n, _ := legacy.counts(); n != 1 {
+		t.Errorf("libvirtd accepted %d connections, want 1", n)
+	}
+	if n, _ := modular.counts(); n != 1 {
+		t.Errorf("virtqemud accepted %d connections, want 1", n)
+	}
+	if got := logs.String(); !strings.Contains(got, "talking to libvirtd") || !strings.Contains(got, "talking to virtqemud") {
+		t.Errorf("log does not show the switch: %q", got)
 	}
 }
 

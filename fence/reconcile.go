@@ -200,6 +200,7 @@ func (w *Watchdog) reconcileOnce(ctx context.Context, o ReconcileOptions, h leas
 	}
 	// Opted-out domains (mode off) are libvirt's guests, not ours.
 	w.o.Metrics.GuestsManaged(managedN)
+	w.managed.Store(int64(managedN))
 	hs, err := w.o.Sessions.Holdings(ctx, h)
 	if err != nil {
 		return

@@ -268,8 +268,9 @@ func TestRunReadyOnlyOnceVerified(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var notes []string
+	states := &stateMetrics{}
 	w := New(Options{Config: DefaultConfig(), Host: "host-a", Version: "test", StateDir: dir, BootID: "boot",
-		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock},
+		Clock: clock, Sessions: failingSessions{}, Guests: &oneGuest{clock: clock}, Metrics: states,
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Notify: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -303,5 +304,72 @@ func TestRunReadyOnlyOnceVerified(t *testing.T) {
 	}
 	if !slices.ContainsFunc(notes, func(s string) bool { return strings.HasPrefix(s, "EXTEND_TIMEOUT_USEC=") }) {
 		t.Errorf("no EXTEND_TIMEOUT_USEC while enforcing the resumed session: %v", notes)
+	}
+	// systemctl status says which session and that etcd has not renewed it.
+	if !slices.Contains(notes, "STATUS=session 0000000000000007 resumed, not yet renewed") {
+		t.Errorf("no STATUS= for the resumed session: %v", notes)
+	}
+	if got := states.seen(); len(got) == 0 || got[0] != "resumed" || !slices.Contains(SessionStates(), got[len(got)-1]) {
+		t.Errorf("session states exported: %v, want resumed first", got)
+	}
+}
+
+// stateMetrics records the session states the loop exports.
+type stateMetrics struct {
+	noMetrics
+	mu     sync.Mutex
+	states []string
+}
+
+func (m *stateMetrics) SessionState(s string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.states) == 0 || m.states[len(m.states)-1] != s {
+		m.states = append(m.states, s)
+	}
+}
+
+func (m *stateMetrics) seen() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.states)
+}
+
+func TestStatusLine(t *testing.T) {
+	held := &lease.Holder{}
+	for _, tc := range []struct {
+		name    string
+		lease   lease.ID
+		fencing bool
+		active  *lease.Holder
+		managed int64
+		want    string
+	}{
+		{"no session", 0, false, nil, -1, "no session: waiting for etcd"},
+		{"resumed", 0x694d, false, nil, -1, "session 000000000000694d resumed, not yet renewed"},
+		{"held", 0x694d, false, held, 3, "session 000000000000694d held, 3 guests"},
+		{"fencing", 0x694d, true, nil, 3, "fencing: session 000000000000694d lost, 3 guests"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := New(Options{Config: DefaultConfig(), Host: "host-a"})
+			w.lease, w.fencing = tc.lease, tc.fencing
+			w.active.Store(tc.active)
+			w.managed.Store(tc.managed)
+			if got := w.statusLine(); got != tc.want {
+				t.Errorf("statusLine() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Only the newest STATUS= waits to be sent: a stuck sd_notify must not
+// pile up stale ones.
+func TestNotifierKeepsNewestStatus(t *testing.T) {
+	n := notifier{wake: make(chan struct{}, 1)}
+	n.notify("STATUS=a")
+	n.notify("WATCHDOG=1")
+	n.notify("STATUS=b")
+	if want := []string{"WATCHDOG=1", "STATUS=b"}; !slices.Equal(n.pending, want) {
+		t.Errorf("pending %v, want %v", n.pending, want)
 	}
 }

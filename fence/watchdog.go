@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +64,14 @@ type Metrics interface {
 	Reconciled(action string)         // "adopt", "kill", "release"
 	GuestsManaged(n int)              // running guests last seen
 	HARestarted(ok bool)              // an HA restart attempt here
+	SessionState(state string)        // SessionStates: the session as the loop sees it
+	DeviceArmed(armed bool)           // the hardware watchdog is open and counting
+	HAIntentsFailed(n int)            // HA intents (cluster-wide) that gave up, last seen
 }
+
+// SessionStates are the values Metrics.SessionState takes: held (renewed by
+// etcd), resumed (from the session file, not yet renewed), fencing, none.
+func SessionStates() []string { return []string{"held", "resumed", "fencing", "none"} }
 
 type noMetrics struct{}
 
@@ -75,6 +83,9 @@ func (noMetrics) Killed(string, int)        {}
 func (noMetrics) Reconciled(string)         {}
 func (noMetrics) GuestsManaged(int)         {}
 func (noMetrics) HARestarted(bool)          {}
+func (noMetrics) SessionState(string)       {}
+func (noMetrics) DeviceArmed(bool)          {}
+func (noMetrics) HAIntentsFailed(int)       {}
 
 // Options wires a Watchdog.
 type Options struct {
@@ -168,6 +179,10 @@ type Watchdog struct {
 	// (looked at only while the device is open): as safe as fenced with
 	// none left, so the device is petted.
 	idle bool
+	// managed is the count of managed guests the last reconcile saw (-1:
+	// none yet), for STATUS=; status is the STATUS= last sent.
+	managed atomic.Int64
+	status  string
 	// view is the session as the loop last published it, for log lines
 	// written on other goroutines (the reconciler's kills): the loop alone
 	// reads and writes lease and deadline.
@@ -213,6 +228,7 @@ func New(o Options) *Watchdog {
 		quit: make(chan struct{}), applies: make(chan func())}
 	w.background = func(work func() func()) { work()() }
 	w.notifier = notifier{send: o.Notify, wake: make(chan struct{}, 1)}
+	w.managed.Store(-1)
 	return w
 }
 
@@ -274,11 +290,17 @@ func (w *Watchdog) Run(ctx context.Context) error {
 		// killed the last guest must pet now, not at the next wake-up,
 		// which may come after the device has fired.
 		w.pet()
+		if s := w.statusLine(); s != w.status {
+			w.status = s
+			w.notifier.notify("STATUS=" + s)
+		}
 		if w.lease != 0 && !w.fencing {
 			w.o.Metrics.SessionLeft(w.deadline.At() - w.o.Clock.Now())
 		} else {
 			w.o.Metrics.SessionLeft(0)
 		}
+		w.o.Metrics.SessionState(w.sessionState())
+		w.o.Metrics.DeviceArmed(w.devOpen)
 		select {
 		case <-ctx.Done():
 			return w.stop()
@@ -298,6 +320,40 @@ func (w *Watchdog) Run(ctx context.Context) error {
 			apply()
 		}
 	}
+}
+
+// sessionState is one of SessionStates.
+func (w *Watchdog) sessionState() string {
+	switch {
+	case w.lease == 0:
+		return "none"
+	case w.fencing:
+		return "fencing"
+	case w.active.Load() == nil:
+		return "resumed"
+	}
+	return "held"
+}
+
+// statusLine is what `systemctl status` shows for the watchdog (STATUS=):
+// the session and its state, and the managed guests last counted. It
+// changes only with those, not every second.
+func (w *Watchdog) statusLine() string {
+	var s string
+	switch w.sessionState() {
+	case "none":
+		s = "no session: waiting for etcd"
+	case "fencing":
+		s = "fencing: session " + w.lease.String() + " lost"
+	case "resumed":
+		s = "session " + w.lease.String() + " resumed, not yet renewed"
+	default:
+		s = "session " + w.lease.String() + " held"
+	}
+	if n := w.managed.Load(); n >= 0 {
+		s += fmt.Sprintf(", %d guests", n)
+	}
+	return s
 }
 
 // pet pets the hardware watchdog while that is safe:
@@ -1054,6 +1110,10 @@ type notifier struct {
 // notify queues state and returns at once.
 func (n *notifier) notify(state string) {
 	n.mu.Lock()
+	if strings.HasPrefix(state, "STATUS=") {
+		// Only the newest status matters.
+		n.pending = slices.DeleteFunc(n.pending, func(p string) bool { return strings.HasPrefix(p, "STATUS=") })
+	}
 	if !slices.Contains(n.pending, state) {
 		n.pending = append(n.pending, state)
 	}

@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -255,21 +256,21 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	// incoming" and run beside the source.
 	in, err := h.takeIncoming(dom.UUID)
 	if err != nil {
-		writeMarker(refused, err.Error())
+		h.refuse(refused, "incoming", err.Error())
 		return &Error{Code: ExitRefused, Err: fmt.Errorf("cannot start %s: %w", dom.Name, err)}
 	}
 	s, err := h.session()
 	if err != nil {
-		writeMarker(refused, err.Error())
+		h.refuse(refused, "no_session", err.Error())
 		return fmt.Errorf("cannot start %s: %w", dom.Name, err)
 	}
 	if _, err := os.Stat(filepath.Join(h.Config.StateDir, "shutdown")); err == nil {
-		writeMarker(refused, "shutting down")
+		h.refuse(refused, "shutting_down", "shutting down")
 		return &Error{Code: ExitRefused, Err: fmt.Errorf("host %s is shutting down; refusing to start %s here", h.Config.Host, dom.Name)}
 	}
 	claims, err := h.Connect(ctx)
 	if err != nil {
-		writeMarker(refused, err.Error())
+		h.refuse(refused, refusalReason(err), err.Error())
 		return connectError("cannot start "+dom.Name, err)
 	}
 	// A draining host takes no new guests, but incoming migrations go on
@@ -283,7 +284,7 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 	}
 	if restore == nil {
 		if err := h.checkNoSavedState(dom); err != nil {
-			writeMarker(refused, err.Error())
+			h.refuse(refused, "saved_state", err.Error())
 			return err
 		}
 	}
@@ -311,7 +312,11 @@ func (h *Hook) prepare(ctx context.Context, stdin io.Reader) error {
 		// keys are the watchdog's reconcile to release, as those of any
 		// stop whose hook could not reach etcd (waiting on etcd again here
 		// would cost libvirtd a deadline per call).
-		writeMarker(refused, err.Error())
+		reason := refusalReason(err)
+		if fenceDue {
+			reason = "fence_point"
+		}
+		h.refuse(refused, reason, err.Error())
 		if fenceDue {
 			return fmt.Errorf("cannot start %s: this host's session reached its fence point (deadline minus fence.margin) before etcd answered the claim: %w (%v)", dom.Name, lease.ErrNoLiveSession, err)
 		}
@@ -707,6 +712,44 @@ func (h *Hook) stops() lease.StopState {
 		boot = "" // no session file matches: every stop counts as lost
 	}
 	return lease.StopState{Dir: h.Config.StateDir, Host: h.Config.Host, BootID: boot}
+}
+
+// refuse records a refused start: the refused marker (why), and one more
+// refusal for reason in StateDir/refusals/REASON, a file that grows by a
+// byte per refusal. The hook lives for one call, so the watchdog exports
+// these sizes as virtlease_start_refusals_total{reason}; O_APPEND keeps
+// concurrent hooks from losing counts, and /run resets them at boot as a
+// counter may.
+func (h *Hook) refuse(marker, reason, why string) {
+	writeMarker(marker, why)
+	dir := filepath.Join(h.Config.StateDir, "refusals")
+	os.MkdirAll(dir, 0o755)
+	f, err := os.OpenFile(filepath.Join(dir, reason), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	f.Write([]byte{'.'})
+	f.Close()
+}
+
+// refusalReason classifies why etcd refused (or could not answer) a start,
+// for the refusal count: etcd_unavailable, no_session, draining, unfenced,
+// held (by another host or domain), or other.
+func refusalReason(err error) string {
+	var held *lease.HeldError
+	switch {
+	case errors.Is(err, lease.ErrUnavailable):
+		return "etcd_unavailable"
+	case errors.Is(err, lease.ErrNoLiveSession), errors.Is(err, lease.ErrNoSession):
+		return "no_session"
+	case errors.As(err, &held) && strings.Contains(held.Key, "/drain/"):
+		return "draining"
+	case errors.As(err, &held) && strings.Contains(held.Key, "/unfenced/"):
+		return "unfenced"
+	case errors.As(err, &held):
+		return "held"
+	}
+	return "other"
 }
 
 // writeMarker leaves a small file; failing to is not worth failing the call

@@ -206,7 +206,38 @@ func TestPrepare(t *testing.T) {
 			if got := len(marks) > 0; got != tc.wantMark {
 				t.Errorf("refused marker=%v, want %v", got, tc.wantMark)
 			}
+			// Each refusal is counted once, under its reason, for the
+			// watchdog's virtlease_start_refusals_total.
+			counts, _ := filepath.Glob(filepath.Join(e.dir, "refusals", "*"))
+			if want := map[string]string{"held elsewhere": "held", "etcd unavailable": "etcd_unavailable",
+				"fence point passes during the claim": "fence_point", "no session file": "no_session",
+				"host shutting down": "shutting_down", "login timed out: exit 3": "etcd_unavailable"}[tc.name]; want != "" {
+				if fi, err := os.Stat(filepath.Join(e.dir, "refusals", want)); err != nil || fi.Size() != 1 || len(counts) != 1 {
+					t.Errorf("refusal counts %v, want one under %s", counts, want)
+				}
+			}
+			if !tc.wantMark && len(counts) != 0 {
+				t.Errorf("refusal counted without a refusal: %v", counts)
+			}
 		})
+	}
+}
+
+func TestRefusalReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("x: %w", lease.ErrUnavailable), "etcd_unavailable"},
+		{fmt.Errorf("x: %w", lease.ErrNoLiveSession), "no_session"},
+		{held(), "held"},
+		{&lease.HeldError{Key: "/virtlease/drain/host-a", Why: "host host-a is draining"}, "draining"},
+		{&lease.HeldError{Key: "/virtlease/unfenced/host-b", Why: "host-b left it running"}, "unfenced"},
+		{errors.New("authentication failed"), "other"},
+	} {
+		if got := refusalReason(tc.err); got != tc.want {
+			t.Errorf("refusalReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }
 

@@ -26,6 +26,29 @@ type EtcdConfig struct {
 	Username    string        // like etcdctl --user
 	Password    string        // read from the config's password_file by the caller
 	DialTimeout time.Duration // bounds each connection attempt; calls still need their own deadline
+	// Logger receives the client's own diagnostics (TLS, balancer,
+	// retries); nil is silent, as the hook must be (see Dial).
+	Logger *zap.Logger
+}
+
+// TLSConfig is the TLS the client speaks to etcd: with the configured
+// files, with the system roots for https:// or unixs:// endpoints without
+// them (as etcdctl does), nil for none.
+func (c EtcdConfig) TLSConfig() (*tls.Config, error) {
+	switch {
+	case c.CACert != "" || c.Cert != "":
+		tlsInfo := transport.TLSInfo{TrustedCAFile: c.CACert, CertFile: c.Cert, KeyFile: c.Key}
+		tc, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
+		}
+		return tc, nil
+	case slices.ContainsFunc(c.Endpoints, func(e string) bool {
+		return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
+	}):
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	}
+	return nil, nil
 }
 
 // Dial returns an etcd client. Without a user name it does not wait for a
@@ -58,21 +81,16 @@ func DialContext(ctx context.Context, c EtcdConfig) (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		Username:             c.Username,
 		Password:             c.Password,
-		Logger:               zap.NewNop(),
+		Logger:               c.Logger,
 	}
-	switch {
-	case c.CACert != "" || c.Cert != "":
-		tlsInfo := transport.TLSInfo{TrustedCAFile: c.CACert, CertFile: c.Cert, KeyFile: c.Key}
-		tc, err := tlsInfo.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcd TLS (cacert %q, cert %q, key %q): %w", c.CACert, c.Cert, c.Key, err)
-		}
-		cfg.TLS = tc
-	case slices.ContainsFunc(c.Endpoints, func(e string) bool {
-		return strings.HasPrefix(e, "https://") || strings.HasPrefix(e, "unixs://")
-	}):
-		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots, as etcdctl does
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
+	tc, err := c.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLS = tc
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		eps := strings.Join(c.Endpoints, ",")

@@ -30,6 +30,7 @@ type HAView struct {
 	Revision    int64
 	Restartable []Restartable
 	Live        []string // live hosts that are not draining, sorted
+	Failed      int      // intents that gave up (want "failed"): an operator must look
 }
 
 // HAView reads the intents and just enough of everything else to find the
@@ -74,6 +75,9 @@ func (s *Store) HAView(ctx context.Context) (HAView, error) {
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		uuid := s.keys.Name(string(kv.Key))
 		in, err := decode[Intent](string(kv.Key), kv.Value)
+		if err == nil && in.Want == WantFailed {
+			v.Failed++
+		}
 		if err != nil || in.Want != WantRunning || migrating[uuid] || unfenced[uuid] {
 			continue
 		}
@@ -277,6 +281,12 @@ func (s *Store) StopWhileAway(ctx context.Context, host, uuid string, unfencedRe
 // StoppedBy is the Reason the hook writes with a clean stop's intent.
 func StoppedBy(host string) string { return "stopped on " + host }
 
+// CrashedOnPrefix starts the Reason MarkCrashed writes: CrashedOn(host).
+const CrashedOnPrefix = "crashed on "
+
+// CrashedOn is the Reason of an intent MarkCrashed set back to running.
+func CrashedOn(host string) string { return CrashedOnPrefix + host }
+
 // MarkCrashed sets an HA intent back to running after its guest's QEMU
 // died on host without anyone asking (libvirt's shutoff reason crashed or
 // failed): the hook, which cannot tell a crash from a destroy, recorded the
@@ -300,7 +310,7 @@ func (s *Store) MarkCrashed(ctx context.Context, uuid, host string, stoppedAt ti
 	if in.Want != WantStopped || in.Reason != StoppedBy(host) || !in.Since.Equal(stoppedAt) {
 		return false, nil
 	}
-	in.Want, in.Reason = WantRunning, "crashed on "+host
+	in.Want, in.Reason = WantRunning, CrashedOn(host)
 	in.Since = s.now().UTC().Truncate(time.Second)
 	tr, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision),

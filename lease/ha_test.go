@@ -80,6 +80,28 @@ func TestMarkCrashed(t *testing.T) {
 	}
 }
 
+// HAView counts the intents that gave up (want failed), for the
+// virtlease_ha_intents_failed gauge; they are never restartable.
+func TestHAViewCountsFailed(t *testing.T) {
+	cli := newEtcd(t)
+	s := NewStore(cli, "")
+	ctx := testCtx(t)
+	for uuid, want := range map[string]Want{
+		"11111111-1111-1111-1111-111111111111": WantFailed,
+		"22222222-2222-2222-2222-222222222222": WantFailed,
+		"33333333-3333-3333-3333-333333333333": WantRunning,
+		"44444444-4444-4444-4444-444444444444": WantStopped,
+	} {
+		if _, err := cli.Put(ctx, s.keys.Intent(uuid), encode(Intent{Want: want, Name: "vm"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := s.HAView(ctx)
+	if err != nil || v.Failed != 2 || len(v.Restartable) != 1 {
+		t.Fatalf("view: failed %d, restartable %d, %v; want 2 and 1", v.Failed, len(v.Restartable), err)
+	}
+}
+
 // A restart is not counted once an unfenced record changed after the view
 // (it may list the guest now), and an unreadable unfenced record stops HA
 // restarts as it stops claims, rather than letting them fail and burn the

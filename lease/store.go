@@ -702,6 +702,10 @@ func (s *Store) wrap(err error, doing string) error {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		return fmt.Errorf("%s: %w (%s: %v)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), rpctypes.ErrorDesc(err))
+	case codes.Unimplemented:
+		// Something answered, but not etcd's gRPC API: a wrong port, an
+		// HTTP proxy or a load balancer. Nothing was decided.
+		return fmt.Errorf("%s: %w (%s answered, but not as etcd: is it an etcd client URL, such as port 2379? %v)", doing, ErrUnavailable, strings.Join(s.cli.Endpoints(), ","), rpctypes.ErrorDesc(err))
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }

@@ -240,7 +240,9 @@ fi
 if systemd_here; then
 	systemctl daemon-reload
 	systemctl enable "${UNITS[@]}"
-	say "enabled ${UNITS[*]}; next: edit $CONFIG, then systemctl start $UNIT_NAME && systemctl restart libvirtd"
+	# virtlease-shutdown.service does its work when it stops: one that was
+	# never started does nothing at the next shutdown.
+	say "enabled ${UNITS[*]}; next: edit $CONFIG, then systemctl start ${UNITS[*]} && systemctl restart libvirtd"
 elif [ "$ROOT" != / ]; then
 	say "installed under $ROOT: systemd was not touched (there: systemctl daemon-reload && systemctl enable --now $UNIT_NAME)"
 else

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +20,36 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
+
+// versionString is version with the commit and Go release it was built from
+// (Go records the commit when built in a git checkout), so that "dev" builds
+// can be told apart: "v0.4.0 (commit 3f714bf2a1c9, go1.26.8)".
+func versionString() string {
+	v := version
+	var extra []string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if rev != "" {
+			if dirty {
+				rev += "-dirty"
+			}
+			extra = append(extra, "commit "+rev)
+		}
+	}
+	extra = append(extra, runtime.Version())
+	return v + " (" + strings.Join(extra, ", ") + ")"
+}
 
 // exitError carries an exit code through urfave/cli.
 type exitError struct {
@@ -33,6 +65,7 @@ func exit(code int, err error) error { return &exitError{code: code, err: err} }
 func runCLI(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	// --config is accepted before or after the command name.
 	configFlag := &cli.StringFlag{Name: "config", Usage: "config file (default $VIRTLEASE_CONFIG or /etc/virtlease/config.yaml)"}
+	timeoutFlag := &cli.DurationFlag{Name: "timeout", Usage: "bound each etcd call of an operator command (default 5s; connecting is bounded by etcd.dial_timeout)"}
 	app := &cli.App{
 		Name:  "virtlease",
 		Usage: "run each libvirt guest on one host only, with etcd leases",
@@ -54,8 +87,8 @@ Exit codes: 0 ok, 1 refused or conflict, 2 usage or config, 3 etcd unavailable.`
 		Reader:               stdin,
 		Writer:               stdout,
 		ErrWriter:            stderr,
-		HideHelpCommand:      true,
-		Flags:                []cli.Flag{configFlag},
+		Flags:                []cli.Flag{configFlag, timeoutFlag},
+		Version:              versionString(),
 		ExitErrHandler:       func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{
@@ -139,7 +172,7 @@ Examples:
 
 Exit codes: 0 ok, 1 DOMAIN or --host not found, 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
-					configFlag,
+					configFlag, timeoutFlag,
 					&cli.BoolFlag{Name: "json", Usage: "print JSON (stable field names, for scripts)"},
 					&cli.StringFlag{Name: "host", Usage: "only this host and its domains"},
 				},
@@ -192,7 +225,7 @@ Examples:
 Exit codes: 0 released, 1 refused (holder alive, not found, not confirmed, changed meanwhile),
 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
-					configFlag,
+					configFlag, timeoutFlag,
 					&cli.BoolFlag{Name: "force", Usage: "required: you know the holder is dead"},
 					&cli.BoolFlag{Name: "even-if-alive", Usage: "release even though the holder's session is live (two copies may overlap)"},
 					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation (needed when stdin is not a terminal)"},
@@ -235,17 +268,23 @@ ha.migrate_uri with {host} replaced; the migration hand-off moves their keys:
 no restart, no gap). It must run on the host being drained. Guests that
 cannot move keep running and are listed (exit 1). Other guests stay.
 
+--host of a host etcd has no trace of (no session, held domain, HA
+candidate, drain or unfenced record) is refused, so that a typo does not
+drain a host that does not exist; --new drains such a host anyway (one
+that is down and holds nothing, before it comes back).
+
 Examples:
    virtlease drain                      # before maintenance on this host
    virtlease drain --host host-b        # from any machine with the config
    virtlease status --host host-b       # shows "draining"
 
-Exit codes: 0 draining (also when it already was), 1 some HA guests could not be evacuated,
-2 usage or config, 3 etcd unavailable.`,
+Exit codes: 0 draining (also when it already was), 1 some HA guests could not be evacuated
+or an unknown --host, 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
-					configFlag,
+					configFlag, timeoutFlag,
 					&cli.BoolFlag{Name: "evacuate", Usage: "also live-migrate this host's HA guests to other hosts"},
 					&cli.StringFlag{Name: "host", Usage: "the host to drain (default: the config's host)"},
+					&cli.BoolFlag{Name: "new", Usage: "drain --host even though etcd has no trace of it"},
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
@@ -259,7 +298,7 @@ Exit codes: 0 draining (also when it already was), 1 some HA guests could not be
 					if err != nil {
 						return err
 					}
-					return runDrain(c.Context, cfg, host, c.Bool("evacuate"), c.App.Writer, getenv)
+					return runDrain(c.Context, cfg, host, drainOptions{evacuate: c.Bool("evacuate"), unknownOK: c.Bool("new")}, c.App.Writer, getenv)
 				},
 			},
 			{
@@ -274,7 +313,7 @@ Examples:
 
 Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3 etcd unavailable.`,
 				Flags: []cli.Flag{
-					configFlag,
+					configFlag, timeoutFlag,
 					&cli.StringFlag{Name: "host", Usage: "the host to undrain (default: the config's host)"},
 				},
 				Action: func(c *cli.Context) error {
@@ -293,7 +332,7 @@ Exit codes: 0 not draining any more (also when it was not), 2 usage or config, 3
 				},
 			},
 			checkCommand(getenv, configFlag),
-			shutdownCommand(getenv),
+			shutdownCommand(getenv, configFlag),
 			haCommand(getenv, configFlag),
 			manCommand(),
 			{
@@ -325,11 +364,22 @@ Examples:
 Example:
    virtlease version    # virtlease v0.4.0-3-gabc1234`,
 				Action: func(c *cli.Context) error {
-					fmt.Fprintln(c.App.Writer, "virtlease", version)
+					fmt.Fprintln(c.App.Writer, "virtlease", versionString())
 					return nil
 				},
 			},
 		},
+	}
+	// Usage errors are exit 2, the usage going to stderr (stdout may be
+	// a script's pipe); urfave/cli's own answer is exit 1 and the whole
+	// help on stdout.
+	app.UsageText = "virtlease [--config FILE] COMMAND [ARGS...]"
+	app.OnUsageError = usageError(stderr, app.UsageText, "virtlease --help")
+	setUsageErrors(stderr, app.Commands, "virtlease")
+	unknown := false
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		unknown = true
+		fmt.Fprintf(stderr, "virtlease: unknown command %q\nusage: %s\nrun 'virtlease --help' for the commands\n", name, app.UsageText)
 	}
 	if len(args) == 0 {
 		args = []string{"virtlease"} // an empty argv (execve allows it)
@@ -337,6 +387,8 @@ Example:
 	err := app.Run(args)
 	var ee *exitError
 	switch {
+	case unknown:
+		return hook.ExitUsage
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
@@ -347,6 +399,27 @@ Example:
 	}
 	errorLine(stderr, err)
 	return hook.Code(err)
+}
+
+// usageError answers a flag that does not parse: the usage on stderr, exit 2.
+func usageError(stderr io.Writer, usage, help string) cli.OnUsageErrorFunc {
+	return func(_ *cli.Context, err error, _ bool) error {
+		fmt.Fprintf(stderr, "usage: %s\nrun '%s' for details\n", usage, help)
+		return exit(hook.ExitUsage, err)
+	}
+}
+
+// setUsageErrors gives every command (and subcommand) usageError.
+func setUsageErrors(stderr io.Writer, cmds []*cli.Command, parent string) {
+	for _, c := range cmds {
+		name := parent + " " + c.Name
+		usage := c.UsageText
+		if usage == "" {
+			usage = name + " [options] " + c.ArgsUsage
+		}
+		c.OnUsageError = usageError(stderr, strings.TrimSpace(usage), name+" --help")
+		setUsageErrors(stderr, c.Subcommands, name)
+	}
 }
 
 // loadValid loads and validates the config named by --config (or the
@@ -361,6 +434,14 @@ func loadValid(c *cli.Context, getenv func(string) string) (Config, error) {
 	}
 	if err != nil {
 		return cfg, exit(hook.ExitUsage, err)
+	}
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("timeout") {
+			if cfg.opTimeout = ctx.Duration("timeout"); cfg.opTimeout <= 0 {
+				return cfg, exit(hook.ExitUsage, fmt.Errorf("--timeout %v must be positive", cfg.opTimeout))
+			}
+			break
+		}
 	}
 	return cfg, nil
 }
@@ -381,6 +462,17 @@ func dial(cfg Config) (*lease.Store, func(), error) {
 	if err != nil {
 		return nil, nil, exit(hook.ExitUsage, err)
 	}
+	// gRPC would wait out the whole call deadline and hide the cause:
+	// find it first, within dial_timeout.
+	pctx, cancel := context.WithTimeout(context.Background(), cfg.callTimeout())
+	defer cancel()
+	if err := probeEtcd(pctx, ec, min(ec.DialTimeout, cfg.callTimeout())); err != nil {
+		code := hook.ExitUsage
+		if errors.Is(err, lease.ErrUnavailable) {
+			code = hook.ExitUnavailable
+		}
+		return nil, nil, exit(code, err)
+	}
 	cli, err := lease.Dial(ec)
 	if err != nil {
 		// Dial only waits on etcd to log in; anything else it reports is
@@ -394,5 +486,14 @@ func dial(cfg Config) (*lease.Store, func(), error) {
 	return lease.NewStore(cli, cfg.Prefix), func() { cli.Close() }, nil
 }
 
-// callTimeout bounds one operator command's etcd calls.
-const callTimeout = 5 * time.Second
+// defaultCallTimeout bounds one operator command's etcd calls unless
+// --timeout says otherwise.
+const defaultCallTimeout = 5 * time.Second
+
+// callTimeout bounds one operator command's etcd calls: --timeout, or 5 s.
+func (c Config) callTimeout() time.Duration {
+	if c.opTimeout > 0 {
+		return c.opTimeout
+	}
+	return defaultCallTimeout
+}

@@ -43,7 +43,9 @@ type Config struct {
 	Libvirt LibvirtConfig `yaml:"libvirt"`
 	Hook    HookConfig    `yaml:"hook"`
 	Metrics MetricsConfig `yaml:"metrics"`
-	HA      HAConfig      `yaml:"ha"`
+	// opTimeout is --timeout of an operator command (0: the default).
+	opTimeout time.Duration
+	HA        HAConfig `yaml:"ha"`
 }
 
 // EtcdConfig says how to reach etcd. TLS and credentials work like
@@ -97,7 +99,10 @@ type FenceConfig struct {
 
 // LibvirtConfig says which libvirtd the daemon talks to (hooks never do).
 type LibvirtConfig struct {
-	// URI is the libvirt connection URI. Default qemu:///system.
+	// URI is the libvirt connection URI. Default qemu:///system: the
+	// modular virtqemud's /run/libvirt/virtqemud-sock when it exists, else
+	// libvirtd's /run/libvirt/libvirt-sock (picked again at every
+	// reconnect); qemu+unix:///system?socket=PATH names one socket.
 	URI string `yaml:"uri"`
 }
 

@@ -246,7 +246,8 @@ func TestE2EHACrashRestartsCleanStopStaysStopped(t *testing.T) {
 
 	syscall.Kill(pids[0], syscall.SIGKILL)
 	haWaitFor(t, "ha1's QEMU gone", 5*time.Second, func() bool {
-		return len(l.QEMUPids(haUUID)["host-a"]) == 0 || l.QEMUPids(haUUID)["host-a"][0] != pids[0]
+		now := l.QEMUPids(haUUID)["host-a"] // one scan: the QEMU may die between two
+		return len(now) == 0 || now[0] != pids[0]
 	})
 	var where []string
 	took := haWaitFor(t, "ha1 running again after its QEMU crashed", 20*time.Second, func() bool {
@@ -493,39 +494,107 @@ func TestE2EHADrainEvacuate(t *testing.T) {
 	w.check(t)
 }
 
-// Host shutdown with ha.on_shutdown: failover, run as systemd would: the
-// shutdown unit marks it, libvirt-guests stops the guests, the watchdog
-// stops. The HA guest starts on host-b at once; a non-HA guest does not.
-func TestE2EHAShutdownFailover(t *testing.T) {
-	l := startLab(t, 2)
-	l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
-	l.defineOn(t, l.Hosts, "plain1", plainUUID, "")
-	l.start(t, "host-a", "ha1")
-	l.start(t, "host-a", "plain1")
-	cfg, err := os.ReadFile(l.ConfigPath("host-a"))
-	if err != nil {
-		t.Fatal(err)
+// Host shutdown, per ha.on_shutdown, as virtlease-shutdown.service runs
+// it (its ExecStop's arguments: --config after the command), then the
+// watchdog stops. The marker is in place before any guest moves or stops;
+// the guests' OS "powers off on ACPI" (the test destroys them once the
+// marker is there: lab guests have no OS). Afterwards:
+//   - migrate: ha1 lives on host-b by live migration (no restart);
+//   - failover: ha1 is restarted on host-b at once;
+//   - stop: ha1 stays stopped, its intent stopped.
+//
+// The non-HA guest is never started elsewhere, and the watchdog, finding
+// no guest left, revokes its session: no unfenced record for host-a.
+func TestE2EHAShutdown(t *testing.T) {
+	for _, mode := range []string{"migrate", "failover", "stop"} {
+		t.Run(mode, func(t *testing.T) {
+			l := startLab(t, 2)
+			l.defineOn(t, l.Hosts, "ha1", haUUID, fmt.Sprintf(haMeta, ""))
+			l.defineOn(t, l.Hosts, "plain1", plainUUID, "")
+			l.start(t, "host-a", "ha1")
+			l.start(t, "host-a", "plain1")
+			cfg, err := os.ReadFile(l.ConfigPath("host-a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(l.Root, mode+".yaml")
+			os.WriteFile(path, []byte(strings.Replace(string(cfg), "\nha:\n", "\nha:\n  on_shutdown: "+mode+"\n", 1)), 0o644)
+			w := l.watchOverlap(haUUID, plainUUID)
+			begin := time.Now()
+			type result struct {
+				out, stderr string
+				err         error
+			}
+			done := make(chan result, 1)
+			go func() {
+				out, stderr, err := l.Exec("host-a", filepath.Join(l.Root, "bin", "virtlease"), "shutdown-mark", "--config", path)
+				done <- result{out, stderr, err}
+			}()
+			marker := filepath.Join(l.HostDir("host-a"), "run", "virtlease", "shutdown")
+			haWaitFor(t, "the shutdown marker", 10*time.Second, func() bool { _, err := os.Stat(marker); return err == nil })
+			b, _ := os.ReadFile(marker)
+			if want := map[string]string{"migrate": "failover", "failover": "failover", "stop": "stop"}[mode]; strings.TrimSpace(string(b)) != want {
+				t.Errorf("marker %q, want %q", b, want)
+			}
+			// The guests' OS powers off on the ACPI request. With migrate,
+			// ha1 must move first: only plain1 powers off.
+			off := []string{"plain1", "ha1"}
+			if mode == "migrate" {
+				off = off[:1]
+			}
+			for _, name := range off {
+				if _, stderr, err := l.Virsh("host-a", "destroy", name); err != nil {
+					t.Errorf("destroy %s: %v %s", name, err, stderr)
+				}
+			}
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(4 * time.Minute):
+				t.Fatal("shutdown-mark did not end")
+			}
+			t.Logf("shutdown-mark (%v):\n%s%s", time.Since(begin).Round(time.Millisecond), r.out, r.stderr)
+			if r.err != nil {
+				t.Fatalf("shutdown-mark: %v", r.err)
+			}
+			for _, u := range []string{haUUID, plainUUID} {
+				if hs := l.runningOn(u); slices.Contains(hs, "host-a") {
+					t.Errorf("%s still runs on host-a after shutdown-mark", u)
+				}
+			}
+			l.LabSh("stop-watchdog", "host-a")
+			switch mode {
+			case "migrate":
+				hs := l.runningOn(haUUID)
+				if !slices.Equal(hs, []string{"host-b"}) {
+					t.Fatalf("ha1 runs on %v, want host-b by migration", hs)
+				}
+				if in := l.intent(t, haUUID); in["want"] != "running" || in["restarts"].(float64) != 0 {
+					t.Errorf("ha1's intent after its migration: %v", in)
+				}
+			case "failover":
+				haWaitFor(t, "ha1 on host-b", 20*time.Second, func() bool { return slices.Equal(l.runningOn(haUUID), []string{"host-b"}) })
+				t.Logf("shutdown began → ha1 running on host-b: %v", time.Since(begin).Round(time.Millisecond))
+			case "stop":
+				if in := l.intent(t, haUUID); in["want"] != "stopped" {
+					t.Errorf("ha1's intent after a stop policy shutdown: %v", in)
+				}
+			}
+			time.Sleep(3 * time.Second)
+			if hs := l.runningOn(plainUUID); len(hs) != 0 {
+				t.Errorf("the non-HA guest was started on %v", hs)
+			}
+			if mode == "stop" {
+				if hs := l.runningOn(haUUID); len(hs) != 0 {
+					t.Errorf("ha1 was started on %v under the stop policy", hs)
+				}
+			}
+			if u, _, _ := l.Etcdctl("get", "--print-value-only", "/virtlease/unfenced/host-a"); strings.TrimSpace(u) != "" {
+				t.Errorf("the watchdog stopped with guests left: unfenced record %s", u)
+			}
+			w.check(t)
+		})
 	}
-	failover := filepath.Join(l.Root, "failover.yaml")
-	os.WriteFile(failover, []byte(strings.Replace(string(cfg), "\nha:\n", "\nha:\n  on_shutdown: failover\n", 1)), 0o644)
-	w := l.watchOverlap(haUUID, plainUUID)
-	begin := time.Now()
-	if out, stderr, err := l.Exec("host-a", filepath.Join(l.Root, "bin", "virtlease"), "--config", failover, "shutdown-mark"); err != nil {
-		t.Fatalf("shutdown-mark: %v %s %s", err, out, stderr)
-	}
-	for _, name := range []string{"ha1", "plain1"} { // what libvirt-guests does
-		if _, stderr, err := l.Virsh("host-a", "destroy", name); err != nil {
-			t.Fatalf("destroy %s: %v %s", name, err, stderr)
-		}
-	}
-	l.LabSh("stop-watchdog", "host-a")
-	haWaitFor(t, "ha1 on host-b", 20*time.Second, func() bool { return slices.Equal(l.runningOn(haUUID), []string{"host-b"}) })
-	t.Logf("shutdown began → ha1 running on host-b: %v", time.Since(begin).Round(time.Millisecond))
-	time.Sleep(3 * time.Second)
-	if hs := l.runningOn(plainUUID); len(hs) != 0 {
-		t.Errorf("the non-HA guest was started on %v", hs)
-	}
-	w.check(t)
 }
 
 // crash-all, as the fault campaign makes it: libvirtd, the QEMUs of two HA

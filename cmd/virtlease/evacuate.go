@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -17,18 +18,20 @@ import (
 // cannot move in this time stays where it is and is listed.
 const migrateTimeout = 3 * time.Minute
 
+// migrator live-migrates one guest of this host to dest.
+type migrator func(ctx context.Context, name, dest string) error
+
 // evacuate live-migrates the HA guests host runs to other candidates, one
-// at a time, through libvirt (virsh migrate --live); the hook's migration
-// hand-off moves the keys, so no restart and no gap. It runs on host itself
-// (virsh talks to the local libvirtd). Guests that cannot move stay running
-// and are listed; the error says how many.
-func evacuate(ctx context.Context, cfg Config, store *lease.Store, host string, out io.Writer) error {
-	sctx, cancel := context.WithTimeout(ctx, callTimeout)
-	snap, err := store.Snapshot(sctx)
-	cancel()
-	if err != nil {
-		return err
-	}
+// at a time, through libvirt; the hook's migration hand-off moves the keys,
+// so no restart and no gap. It runs on host itself (virsh talks to the
+// local libvirtd). Guests that cannot move stay running and are listed.
+//
+// Outcomes:
+//   - nil: every HA guest of host moved (or there was none);
+//   - an error naming the guests that could not move (no live candidate,
+//     every migration failed, or ctx ended first): they still run here;
+//   - the error of reading etcd: nothing was tried.
+func evacuate(ctx context.Context, snap lease.Snapshot, host string, mig migrator, out io.Writer) error {
 	var live []string
 	for _, h := range snap.Hosts {
 		if _, draining := snap.Drains[h.Host]; !draining && h.Host != host {
@@ -51,8 +54,12 @@ func evacuate(ctx context.Context, cfg Config, store *lease.Store, host string, 
 		}
 		var err error
 		for _, dest := range order {
+			if err = ctx.Err(); err != nil {
+				fmt.Fprintf(out, "  %s: out of time for migrations; it stays here\n", d.Name)
+				break
+			}
 			start := time.Now()
-			if err = migrate(ctx, cfg, d.Name, dest); err == nil {
+			if err = mig(ctx, d.Name, dest); err == nil {
 				fmt.Fprintf(out, "  %s → %s (live migration, %v)\n", d.Name, dest, time.Since(start).Round(time.Millisecond))
 				moved++
 				break
@@ -70,16 +77,47 @@ func evacuate(ctx context.Context, cfg Config, store *lease.Store, host string, 
 	return nil
 }
 
-func migrate(ctx context.Context, cfg Config, name, dest string) error {
-	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+// readSnapshot reads the cluster's state within timeout.
+func readSnapshot(ctx context.Context, store *lease.Store, timeout time.Duration) (lease.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	args := []string{"-c", cfg.Libvirt.URI, "migrate", "--live", name, strings.ReplaceAll(cfg.HA.MigrateURI, "{host}", dest)}
-	if cfg.HA.MigrateDataURI != "" {
-		args = append(args, strings.ReplaceAll(cfg.HA.MigrateDataURI, "{host}", dest))
+	return store.Snapshot(ctx)
+}
+
+// virshMigrator migrates with virsh migrate --live. With p2p, libvirtd
+// itself connects to the destination's libvirtd (VIR_MIGRATE_PEER2PEER):
+// the caller needs no credentials for the destination, only the local
+// socket, which is what a sandboxed unit at shutdown has. Without it, virsh
+// connects to the destination as the caller (an operator's ssh keys).
+func virshMigrator(cfg Config, p2p bool) migrator {
+	return func(ctx context.Context, name, dest string) error {
+		ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+		defer cancel()
+		args := []string{"-c", cfg.Libvirt.URI, "migrate", "--live"}
+		if p2p {
+			args = append(args, "--p2p")
+		}
+		args = append(args, name, strings.ReplaceAll(cfg.HA.MigrateURI, "{host}", dest))
+		if cfg.HA.MigrateDataURI != "" {
+			args = append(args, strings.ReplaceAll(cfg.HA.MigrateDataURI, "{host}", dest))
+		}
+		if _, err := virsh(ctx, args...); err != nil {
+			return fmt.Errorf("virsh migrate: %w", err)
+		}
+		return nil
 	}
-	b, err := exec.CommandContext(ctx, "virsh", args...).CombinedOutput()
+}
+
+// virsh runs virsh. When ctx ends it is interrupted, not killed: on SIGINT
+// virsh migrate aborts libvirt's migration job, where a killed virsh would
+// leave it running in libvirtd.
+func virsh(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "virsh", args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	b, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("virsh migrate: %v: %s", err, strings.Join(strings.Fields(string(b)), " "))
+		return "", fmt.Errorf("%v: %s", err, strings.Join(strings.Fields(string(b)), " "))
 	}
-	return nil
+	return string(b), nil
 }

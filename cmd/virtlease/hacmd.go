@@ -46,7 +46,7 @@ name, 2 usage or config, 3 etcd unavailable.`,
 					return err
 				}
 				defer closeFn()
-				ctx, cancel := context.WithTimeout(c.Context, callTimeout)
+				ctx, cancel := context.WithTimeout(c.Context, cfg.callTimeout())
 				defer cancel()
 				snap, err := store.Snapshot(ctx)
 				if err != nil {

@@ -125,7 +125,7 @@ func TestStatusCommand(t *testing.T) {
 	if err := l.claim(b, uuidDB1, "db1", "rbd/pool/db1"); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errw := l.run(nil, "drain", "--host", "host-c"); code != 0 {
+	if code, _, errw := l.run(nil, "drain", "--new", "--host", "host-c"); code != 0 {
 		t.Fatalf("drain host-c: exit %d %s", code, errw)
 	}
 
@@ -461,6 +461,18 @@ func TestDrainUndrain(t *testing.T) {
 	}
 	if code, _, errw := l.run(nil, "drain", "host-b"); code != 2 || !strings.Contains(errw, "use --host HOST") {
 		t.Errorf("drain with an argument: exit %d %q", code, errw)
+	}
+	// A misspelt --host is refused, not turned into a phantom drain.
+	if code, out, errw := l.run(nil, "drain", "--host", "host-z"); code != 1 || !strings.Contains(errw, "no host host-z in etcd") ||
+		!strings.Contains(errw, "known: host-a") {
+		t.Errorf("drain --host of an unknown host: exit %d %q %q", code, out, errw)
+	}
+	if resp, err := l.cli.Get(l.ctx(), keys.Drain("host-z")); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("a drain record was written for an unknown host: %+v %v", resp, err)
+	}
+	l.session("host-b")
+	if code, out, errw := l.run(nil, "drain", "--host", "host-b"); code != 0 || !strings.Contains(out, "host host-b is draining") {
+		t.Errorf("drain --host of a known host: exit %d %q %q", code, out, errw)
 	}
 }
 

@@ -36,7 +36,7 @@ func runRelease(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer closeFn()
-	pctx, cancel := context.WithTimeout(ctx, callTimeout)
+	pctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
 	var a *lease.Action
 	if opt.Host != "" {
@@ -66,7 +66,7 @@ func runRelease(ctx context.Context, cfg Config, stdin io.Reader, stdout, stderr
 			return exit(hook.ExitRefused, fmt.Errorf("not releasing %s: not confirmed", actionSubject(a)))
 		}
 	}
-	actx, cancel2 := context.WithTimeout(ctx, callTimeout)
+	actx, cancel2 := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel2()
 	rec, key, err := store.Apply(actx, a, operatorName(getenv), opt.EvenIfAlive)
 	if err != nil {
@@ -182,15 +182,33 @@ func etcdFailure(cfg Config, err error) error {
 	return exit(hook.ExitRefused, err)
 }
 
+// drainOptions are drain's flags.
+type drainOptions struct {
+	evacuate  bool // --evacuate
+	unknownOK bool // --new: a host etcd has no trace of
+}
+
 // runDrain is `virtlease drain`: new starts on host are refused from now on.
-func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdout io.Writer, getenv func(string) string) error {
+func runDrain(ctx context.Context, cfg Config, host string, opt drainOptions, stdout io.Writer, getenv func(string) string) error {
+	evacuate := opt.evacuate
 	store, closeFn, err := dial(cfg)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
+	if host != cfg.Host && !opt.unknownOK {
+		// A typo would otherwise drain a host that does not exist and
+		// leave the real one accepting starts.
+		snap, err := store.Snapshot(cctx)
+		if err != nil {
+			return etcdFailure(cfg, err)
+		}
+		if known := knownHosts(snap); !slices.Contains(known, host) {
+			return exit(hook.ExitRefused, fmt.Errorf("no host %s in etcd (no session, held domain, drain or unfenced record; known: %s): check the name; drain --new --host %[1]s drains it anyway", host, strings.Join(known, ", ")))
+		}
+	}
 	d, was, err := store.SetDrain(cctx, host, lease.Drain{Since: time.Now().UTC().Truncate(time.Second), By: operatorName(getenv), Evacuate: evacuate})
 	if err != nil {
 		return etcdFailure(cfg, err)
@@ -209,6 +227,29 @@ func runDrain(ctx context.Context, cfg Config, host string, evacuate bool, stdou
 	return nil
 }
 
+// knownHosts lists, sorted, every host etcd has a trace of: a session, a
+// held domain, an HA candidate, a drain or an unfenced record.
+func knownHosts(snap lease.Snapshot) []string {
+	var hosts []string
+	for _, h := range snap.Hosts {
+		hosts = append(hosts, h.Host)
+	}
+	for _, d := range snap.Domains {
+		hosts = append(hosts, d.Host)
+	}
+	for _, in := range snap.Intents {
+		hosts = append(hosts, in.Candidates...)
+	}
+	for h := range snap.Drains {
+		hosts = append(hosts, h)
+	}
+	for h := range snap.Unfenced {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
+}
+
 // evacuateHA moves this host's HA guests away (drain --evacuate). It must
 // run on the host being drained: virsh talks to the local libvirtd.
 func evacuateHA(ctx context.Context, cfg Config, host string, stdout io.Writer) error {
@@ -220,7 +261,11 @@ func evacuateHA(ctx context.Context, cfg Config, host string, stdout io.Writer) 
 		return err
 	}
 	defer closeFn()
-	return evacuate(ctx, cfg, store, host, stdout)
+	snap, err := readSnapshot(ctx, store, cfg.callTimeout())
+	if err != nil {
+		return err
+	}
+	return evacuate(ctx, snap, host, virshMigrator(cfg, false), stdout)
 }
 
 // runUndrain is `virtlease undrain`.
@@ -230,7 +275,7 @@ func runUndrain(ctx context.Context, cfg Config, host string, stdout io.Writer) 
 		return err
 	}
 	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
 	d, err := store.ClearDrain(ctx, host)
 	if err != nil {

@@ -56,7 +56,7 @@ func runStatus(ctx context.Context, cfg Config, w io.Writer, opt statusOptions) 
 		return err
 	}
 	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	ctx, cancel := context.WithTimeout(ctx, cfg.callTimeout())
 	defer cancel()
 	snap, err := store.Snapshot(ctx)
 	if err != nil {

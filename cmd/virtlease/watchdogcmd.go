@@ -36,6 +36,7 @@ func (bootClock) After(d time.Duration) <-chan struct{} {
 // parts of it.
 type watchdogEnv struct {
 	stderr   io.Writer
+	journal  bool // stderr is systemd's journal stream (underJournal)
 	getenv   func(string) string
 	stateDir string
 	bootID   func() (string, error)
@@ -49,6 +50,7 @@ type watchdogEnv struct {
 func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(string) string) error {
 	return startWatchdog(ctx, cfg, watchdogEnv{
 		stderr:   stderr,
+		journal:  underJournal(os.Stderr, getenv) && stderr == io.Writer(os.Stderr),
 		getenv:   getenv,
 		stateDir: defaultStateDir,
 		bootID:   lease.BootID,
@@ -72,7 +74,7 @@ func runWatchdog(ctx context.Context, cfg Config, stderr io.Writer, getenv func(
 func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	// The fence loop must never wait on the journal: log through a queue
 	// that drops when full, and write out what is queued before exiting.
-	logq := fence.NewLogQueue(slog.NewTextHandler(env.stderr, nil), 4096)
+	logq := fence.NewLogQueue(newLogHandler(env.stderr, env.journal), 4096)
 	defer flushLog(logq)
 	log := slog.New(logq).With("host", cfg.Host)
 	fc := fence.Config{TTL: time.Duration(cfg.Session.TTL), RenewInterval: time.Duration(cfg.Session.RenewInterval), Margin: time.Duration(cfg.Fence.Margin)}
@@ -111,6 +113,7 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	if err != nil {
 		return exit(hook.ExitUsage, err)
 	}
+	ec.Logger = etcdLogger(log, time.Minute)
 	etcd := &lazyEtcd{}
 	defer etcd.Close()
 	cctx, stopConnect := context.WithCancel(ctx)
@@ -121,7 +124,8 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 	if cfg.Metrics.Listen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		pm := newPromMetrics(reg)
+		pm := newPromMetrics(reg, env.stateDir)
+		pm.setTimings(fc)
 		if err := serveMetrics(ctx, cfg.Metrics.Listen, reg, log); err != nil {
 			// Not fatal: exiting would leave a resumed session unfenced.
 			log.Error("no metrics: "+err.Error(), "listen", cfg.Metrics.Listen)
@@ -150,6 +154,7 @@ func startWatchdog(ctx context.Context, cfg Config, env watchdogEnv) error {
 			return exit(hook.ExitUsage, fmt.Errorf("libvirt.uri: %w", err))
 		}
 		defer lv.Close()
+		lv.SetLogger(log)
 		o.Guests = fence.NewHostGuests("/proc", lv)
 		o.HA = &fence.HAOptions{
 			Store:         etcd,

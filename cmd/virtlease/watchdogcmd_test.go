@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/virtlease/virtlease/fence"
 	"github.com/virtlease/virtlease/lease"
@@ -170,5 +173,78 @@ func TestWatchdogRefusesShortSystemdWatchdog(t *testing.T) {
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "WatchdogSec=5s") {
 		t.Fatalf("got %v, want exit 2 naming WatchdogSec=5s", err)
+	}
+}
+
+// Under the journal (JOURNAL_STREAM set) each log line carries its syslog
+// priority, so `journalctl -p warning` shows the watchdog's warnings; a
+// terminal gets plain lines with their time.
+func TestWatchdogLogPriority(t *testing.T) {
+	cases := []struct {
+		name     string
+		journal  bool
+		wantWarn string // how the warning line starts
+		wantTime bool
+	}{
+		{"journal", true, "<4>level=WARN ", false},
+		{"terminal", false, "time=", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Host = "host-a"
+			var errw bytes.Buffer
+			err := startWatchdog(context.Background(), cfg, watchdogEnv{stderr: &errw, journal: tc.journal, getenv: mapEnv(nil), stateDir: t.TempDir(),
+				bootID: func() (string, error) { return "", errors.New("no boot id here") }})
+			if err == nil {
+				t.Fatal("started without a boot ID")
+			}
+			var warn string
+			for line := range strings.Lines(errw.String()) {
+				if strings.Contains(line, "no hardware watchdog configured") {
+					warn = line
+				}
+			}
+			if !strings.HasPrefix(warn, tc.wantWarn) || strings.Contains(warn, "time=") != tc.wantTime {
+				t.Errorf("warning logged as %q, want it to start with %q (time= %v)", warn, tc.wantWarn, tc.wantTime)
+			}
+		})
+	}
+}
+
+// Only the stream JOURNAL_STREAM names is the journal: a log redirected
+// to a file by a parent that runs under systemd gets plain lines.
+func TestUnderJournal(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	this := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	for _, tc := range []struct {
+		stream string
+		want   bool
+	}{{this, true}, {"", false}, {fmt.Sprintf("%d:%d", st.Dev, st.Ino+1), false}} {
+		if got := underJournal(f, mapEnv(map[string]string{"JOURNAL_STREAM": tc.stream})); got != tc.want {
+			t.Errorf("JOURNAL_STREAM=%q: %v, want %v", tc.stream, got, tc.want)
+		}
+	}
+}
+
+func TestPriorityWriter(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"level=ERROR msg=x\n", "<3>level=ERROR msg=x\n"},
+		{"level=WARN msg=x\n", "<4>level=WARN msg=x\n"},
+		{"level=INFO msg=x\n", "<6>level=INFO msg=x\n"},
+		{"level=DEBUG msg=x\n", "<7>level=DEBUG msg=x\n"},
+	} {
+		var b bytes.Buffer
+		if n, err := (priorityWriter{&b}).Write([]byte(tc.line)); err != nil || n != len(tc.line) || b.String() != tc.want {
+			t.Errorf("Write(%q) = %d, %v, wrote %q; want %q", tc.line, n, err, b.String(), tc.want)
+		}
 	}
 }
