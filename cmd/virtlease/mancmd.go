@@ -19,6 +19,10 @@ func manCommand() *cli.Command {
 		UsageText: "virtlease man > virtlease.8",
 		Hidden:    true,
 		Action: func(c *cli.Context) error {
+			// urfave/cli shares one help command among all apps, and once
+			// `help CMD` has run it lists itself among its own subcommands:
+			// rendering it would never end. The page needs no help command.
+			c.App.Commands = withoutHelp(c.App.Commands)
 			page, err := c.App.ToManWithSection(8)
 			if err != nil {
 				return fmt.Errorf("man: rendering the manual page: %w", err)
@@ -27,4 +31,18 @@ func manCommand() *cli.Command {
 			return err
 		},
 	}
+}
+
+// withoutHelp returns cmds without the help command, at every depth. It
+// changes the commands it keeps: only for an app that ends after this.
+func withoutHelp(cmds []*cli.Command) []*cli.Command {
+	var out []*cli.Command
+	for _, c := range cmds {
+		if c.Name == "help" {
+			continue
+		}
+		c.Subcommands = withoutHelp(c.Subcommands)
+		out = append(out, c)
+	}
+	return out
 }
