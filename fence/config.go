@@ -26,7 +26,8 @@ import (
 	"time"
 )
 
-// Config is the watchdog's timing. Validate applies DESIGN.md's rules.
+// Config is the watchdog's timing. Validate applies the timing rules (README
+// "Configuration", docs/safety.md §4).
 type Config struct {
 	// TTL is the session lease's time to live, whole seconds, ≥ 3s.
 	// Another host may start this host's guests no earlier than TTL after

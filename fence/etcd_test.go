@@ -58,7 +58,7 @@ func (g *fakeGuests) fences() int {
 	return g.kills
 }
 
-// testConfig is the shortest timing DESIGN.md's rules allow with a 2s margin.
+// testConfig is the shortest timing Config.Validate's rules allow with a 2s margin.
 var testConfig = Config{TTL: 5 * time.Second, RenewInterval: 500 * time.Millisecond, Margin: 2 * time.Second}
 
 func startWatchdog(t *testing.T, endpoints []string, host string, g Guests) (stop func()) {

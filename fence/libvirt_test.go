@@ -6,9 +6,9 @@
 //
 // libvirtd is qemu:///system unless VIRTLEASE_LIBVIRT_URI names another
 // (qemu+unix:///system?socket=PATH). Without its socket the tests skip, and
-// fail when CI=true. qemu.conf needs what LAB.md says for a container
-// (user/group root, namespaces = [ ], security_driver "none",
-// cgroup_controllers = [ ]).
+// fail when CI=true. Inside a container without systemd, qemu.conf needs
+// user/group root, security_driver "none" and cgroup_controllers = [ ]
+// (as scripts/lab.sh writes it).
 
 package fence
 

@@ -341,7 +341,7 @@ func (s *Store) PlanClearUnfenced(ctx context.Context, host string) (*Action, er
 //
 // evenIfAlive overrides a live session: the holder may still run the guest
 // until its watchdog notices (within one renew interval if it reconciles),
-// so two copies can overlap. DESIGN.md lists this among what is not
+// so two copies can overlap. docs/safety.md lists this among what is not
 // promised.
 func (s *Store) Apply(ctx context.Context, a *Action, by string, evenIfAlive bool) (Audit, string, error) {
 	if len(a.Alive) > 0 && !evenIfAlive {

@@ -290,7 +290,7 @@ if skipping hook; then
 	meta skip_hook "VL_BENCH_SKIP"
 else
 	part 1 "hook latency: $HOOK_N calls each"
-	# what libvirtd calls for one virsh start + virsh destroy (LAB.md)
+	# what libvirtd 9.0 calls for one virsh start + virsh destroy (seen in the lab)
 	SEQ=prepare:begin,start:begin,started:begin,stopped:end,release:end
 	# run inside the watchdog's mount namespace: the hook reads its session there
 	(cd / && "${NICE[@]}" nsenter -t "$WD_PID" -m -- "$BIN/bench" hooklat -n "$HOOK_N" -warmup 20 -metrics "$EP/metrics" \

@@ -27,7 +27,7 @@ const DefaultConfigPath = "/etc/virtlease/config.yaml"
 // libvirt clears the environment of its hooks, so there only the file counts.
 const ConfigEnv = "VIRTLEASE_CONFIG"
 
-// Config is /etc/virtlease/config.yaml (DESIGN.md "Configuration"). Every
+// Config is /etc/virtlease/config.yaml (README "Configuration"). Every
 // field is optional; DefaultConfig gives the defaults. LoadConfig decodes a
 // file on top of them; Validate checks the values, the timing rules first.
 type Config struct {
@@ -176,7 +176,7 @@ func parseDuration(s string) (time.Duration, error) {
 	return v, nil
 }
 
-// DefaultConfig returns the defaults of DESIGN.md "Configuration". Host is
+// DefaultConfig returns the defaults of README "Configuration". Host is
 // left empty: LoadConfig fills it from os.Hostname.
 func DefaultConfig() Config {
 	return Config{
@@ -595,7 +595,7 @@ func editDistance(a, b string) int {
 }
 
 // Validate checks the values LoadConfig cannot check alone: the timing rules
-// of DESIGN.md "Timing", then everything else. It returns nil or one error
+// of README "Configuration" (timing), then everything else. It returns nil or one error
 // of one line, "config: " and every problem, separated by "; ", each naming
 // the YAML field and its value, e.g.
 //

@@ -272,7 +272,7 @@ func TestInstallE2ELabHost(t *testing.T) {
 		}
 	}
 
-	// libvirtd reads its hooks at start (LAB.md): restart it, as install.sh says.
+	// libvirtd reads its hooks only at start: restart it, as install.sh says.
 	l.RestartLibvirtd(a)
 
 	r := l.VirshTimed(a, "start", "vm2")

@@ -1,8 +1,8 @@
 /*
  * virtlease.pml: a Promela model (for spin) of virtlease's protocol, as
- * /DESIGN.md states it and lease/, fence/ and hook/ implement it.
+ * docs/safety.md states it and lease/, fence/ and hook/ implement it.
  * README.md, next to this file, says what is modelled, what is abstracted
- * away, how each assumption of DESIGN.md appears here, and what every check
+ * away, how each assumption of docs/safety.md appears here, and what every check
  * shows; check.sh runs them all.
  *
  * One guest (one UUID: its domain key stands for all its keys, which a
@@ -30,7 +30,7 @@
  *     REPLY_DATED     the watchdog dates a renewal from its reply's arrival
  *     MARGIN=0        fence at the deadline itself (MARGIN=1: = election timeout)
  *     RELEASE_ANY     release deletes the domain key without the holder/lease compare
- *   a DESIGN.md assumption dropped, each must yield a counterexample:
+ *   a docs/safety.md assumption dropped, each must yield a counterexample:
  *     SLOW_KILL       a fence's kill may take any time (not "within the margin")
  *     CLOCK_DRIFT     etcd's clock may run faster than the hosts'
  *     EARLY_EXPIRY    etcd may expire a lease up to MARGIN ticks before its time

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// hookEnv is the environment libvirtd 9.0 gives its hooks (LAB.md).
+// hookEnv is the environment libvirtd 9.0 gives its hooks (LC_ALL, PATH, HOME: seen in the lab).
 var hookEnv = []string{"LC_ALL=C", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 
 type hookSpec struct {
