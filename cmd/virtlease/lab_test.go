@@ -36,6 +36,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtlease/virtlease/scripts/procscan"
 )
 
 // UUIDs of the domains every lab host defines (testdata/lab, scripts/lab.sh).
@@ -453,19 +455,10 @@ func (l *Lab) HostComm(host, comm string) []int {
 	if err != nil {
 		return nil
 	}
-	want := strings.TrimSpace(string(b))
 	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != want {
-			continue
-		}
-		if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(c)) == comm {
-			out = append(out, pid)
+	for _, p := range procscan.InPIDNS("/proc", strings.TrimSpace(string(b))) {
+		if p.Comm == comm {
+			out = append(out, p.PID)
 		}
 	}
 	return out

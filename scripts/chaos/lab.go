@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/virtlease/virtlease/scripts/labconf"
+	"github.com/virtlease/virtlease/scripts/procscan"
 )
 
 // lab is a running scripts/lab.sh lab, seen from outside: its files, its
@@ -197,24 +198,11 @@ func (l *lab) hostComm(h, comm string) []int {
 	if b, err := os.ReadFile(filepath.Join(l.hostDir(h), "pidns")); err == nil {
 		ns = strings.TrimSpace(string(b))
 	}
-	if ns == "" {
-		return nil
-	}
 	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if m, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || m != ns {
-			continue
-		}
-		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		name := strings.TrimSpace(string(c))
-		if name == comm || (comm == "qemu" && strings.HasPrefix(name, "qemu-system")) {
-			if procAlive(pid) {
-				out = append(out, pid)
+	for _, p := range procscan.InPIDNS("/proc", ns) {
+		if p.Comm == comm || (comm == "qemu" && strings.HasPrefix(p.Comm, "qemu-system")) {
+			if procAlive(p.PID) {
+				out = append(out, p.PID)
 			}
 		}
 	}

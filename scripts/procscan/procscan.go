@@ -83,3 +83,33 @@ func Stat(path string) (state byte, start uint64, ok bool) {
 	}
 	return f[0][0], start, true
 }
+
+// Named is a process and its name (/proc/PID/comm).
+type Named struct {
+	PID  int
+	Comm string
+}
+
+// InPIDNS lists the processes under procDir whose PID namespace is ns (the
+// target of /proc/PID/ns/pid), in procDir's order, with their comm ("" when
+// it cannot be read). An empty ns matches nothing.
+func InPIDNS(procDir, ns string) []Named {
+	if ns == "" {
+		return nil
+	}
+	entries, _ := os.ReadDir(procDir)
+	var out []Named
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := procDir + "/" + e.Name()
+		if m, err := os.Readlink(dir + "/ns/pid"); err != nil || m != ns {
+			continue
+		}
+		c, _ := os.ReadFile(dir + "/comm")
+		out = append(out, Named{PID: pid, Comm: strings.TrimSpace(string(c))})
+	}
+	return out
+}

@@ -35,3 +35,27 @@ func TestScan(t *testing.T) {
 		t.Fatalf("Scan = %+v, want %+v", got, want)
 	}
 }
+
+// InPIDNS: the processes of one PID namespace with their comm, in /proc's
+// order; other namespaces and non-process entries left out.
+func TestInPIDNS(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(pid, ns, comm string) {
+		p := filepath.Join(dir, pid)
+		os.MkdirAll(filepath.Join(p, "ns"), 0o755)
+		os.Symlink(ns, filepath.Join(p, "ns", "pid"))
+		os.WriteFile(filepath.Join(p, "comm"), []byte(comm+"\n"), 0o644)
+	}
+	mk("7", "pid:[1]", "libvirtd")
+	mk("12", "pid:[2]", "libvirtd")
+	mk("30", "pid:[1]", "qemu-system-x86")
+	os.MkdirAll(filepath.Join(dir, "self"), 0o755)
+	got := InPIDNS(dir, "pid:[1]")
+	want := []Named{{PID: 30, Comm: "qemu-system-x86"}, {PID: 7, Comm: "libvirtd"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("InPIDNS = %+v, want %+v", got, want)
+	}
+	if got := InPIDNS(dir, ""); got != nil {
+		t.Fatalf("InPIDNS with no namespace = %+v, want none", got)
+	}
+}
